@@ -1,0 +1,321 @@
+"""Command-line interface: parse options, run the engine, print a report.
+
+The commands stay thin: discovery, facts, checks and reports live in their
+own modules, imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from doctor import __version__
+
+app = typer.Typer(
+    name="gunicorn-doctor",
+    help="Diagnose a Gunicorn deployment: venv, app import, config, and more.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_USAGE = 2
+
+
+class OutputFormat(StrEnum):
+    rich = "rich"
+    plain = "plain"
+    json = "json"
+
+
+class FailLevel(StrEnum):
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+AppArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="The WSGI app as gunicorn takes it: module:app, module:create_app().",
+        show_default=False,
+    ),
+]
+ChdirOpt = Annotated[
+    str | None,
+    typer.Option("--chdir", help="Directory gunicorn runs in.", show_default=False),
+]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config", "-c", help="Gunicorn config file, as passed to gunicorn -c."
+    ),
+]
+VenvOpt = Annotated[
+    str | None, typer.Option("--venv", help="The deployment's virtualenv directory.")
+]
+UnitOpt = Annotated[
+    str | None, typer.Option("--unit", help="The systemd unit file of the service.")
+]
+RootOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--root",
+        help="Look up every path and user under this directory (a fixture tree"
+        " or an unpacked container image) instead of /.",
+    ),
+]
+StaticOpt = Annotated[
+    bool,
+    typer.Option(
+        "--static",
+        help="Execute nothing from the target: no config execution, no import.",
+    ),
+]
+FormatOpt = Annotated[
+    OutputFormat,
+    typer.Option("--format", "-f", help="Output format; rich falls back to plain."),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show timings and tracebacks.")
+]
+ProbeTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--probe-timeout",
+        help="Seconds a probe that runs the target's Python may take.",
+        min=0.1,
+    ),
+]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"gunicorn-doctor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Show the version.",
+        ),
+    ] = False,
+) -> None:
+    """Diagnose a Gunicorn deployment behind nginx and systemd."""
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"gunicorn-doctor: error: {message}", err=True)
+    return typer.Exit(EXIT_USAGE)
+
+
+def _discover(app_spec, chdir, config, venv, unit, root):
+    from doctor.target import DiscoveryError, DiscoveryOptions, discover
+
+    try:
+        return discover(
+            DiscoveryOptions(
+                app=app_spec,
+                chdir=chdir,
+                config=config,
+                venv=venv,
+                unit=unit,
+                root=root,
+            )
+        )
+    except DiscoveryError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _split_names(values: list[str] | None) -> list[str]:
+    names = []
+    for value in values or []:
+        names.extend(n.strip() for n in value.split(",") if n.strip())
+    return names
+
+
+@app.command()
+def check(
+    app_spec: AppArg = None,
+    chdir: ChdirOpt = None,
+    config: ConfigOpt = None,
+    venv: VenvOpt = None,
+    unit: UnitOpt = None,
+    root: RootOpt = None,
+    static: StaticOpt = False,
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--select",
+            help="Run only these check ids or areas (repeatable, comma-separated).",
+        ),
+    ] = None,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ignore",
+            help="Skip these check ids or areas (repeatable, comma-separated).",
+        ),
+    ] = None,
+    fail_on: Annotated[
+        FailLevel,
+        typer.Option("--fail-on", help="Exit 1 when a finding reaches this severity."),
+    ] = FailLevel.error,
+    output_format: FormatOpt = OutputFormat.rich,
+    ascii_only: Annotated[
+        bool, typer.Option("--ascii", help="Use ASCII marks instead of ✓ ! ✗.")
+    ] = False,
+    check_timeout: Annotated[
+        float,
+        typer.Option("--check-timeout", help="Seconds one check may run.", min=0.1),
+    ] = 60.0,
+    probe_timeout: ProbeTimeoutOpt = 20.0,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the checks and report problems with evidence and fixes."""
+    from doctor.context import Context, Options
+    from doctor.findings import Severity, exit_code_for
+    from doctor.registry import RegistryError, load_registry
+    from doctor.reports import Report, render
+    from doctor.runner import run_checks
+
+    try:
+        registry = load_registry()
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+    selected, ignored = _split_names(select), _split_names(ignore)
+    unknown = registry.unknown_names(selected + ignored)
+    if unknown:
+        raise _fail(
+            f"unknown check id or area: {', '.join(unknown)};"
+            " run 'gunicorn-doctor list' for the ids"
+        )
+    target = _discover(app_spec, chdir, config, venv, unit, root)
+    ctx = Context(
+        target, Options(static=static, probe_timeout=probe_timeout, verbose=verbose)
+    )
+    specs = registry.select(selected, ignored)
+    findings = run_checks(ctx, specs, timeout=check_timeout)
+    notes = list(target.notes) + [
+        f"plugin failed to load: {e}" for e in registry.load_errors
+    ]
+    settings = ctx.peek("settings")
+    if settings is not None and settings.estimated:
+        notes.append(f"settings are a static estimate ({settings.estimate_reason})")
+    exit_code = exit_code_for(findings, Severity(fail_on.value))
+    report = Report(
+        findings=findings,
+        exit_code=exit_code,
+        header=target.header(),
+        target=target.to_dict(),
+        notes=notes,
+    )
+    text = render(report, output_format.value, ascii_only=ascii_only, verbose=verbose)
+    if text is not None:
+        sys.stdout.write(text + "\n")
+    raise typer.Exit(exit_code)
+
+
+@app.command("config")
+def show_config(
+    app_spec: AppArg = None,
+    chdir: ChdirOpt = None,
+    config: ConfigOpt = None,
+    venv: VenvOpt = None,
+    unit: UnitOpt = None,
+    root: RootOpt = None,
+    static: StaticOpt = False,
+    output_format: FormatOpt = OutputFormat.rich,
+    probe_timeout: ProbeTimeoutOpt = 20.0,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also list settings left at their default.")
+    ] = False,
+) -> None:
+    """Print the effective gunicorn settings and where each value came from."""
+    from doctor.context import Context, FactUnavailable, Options
+    from doctor.redact import redact_value
+
+    target = _discover(app_spec, chdir, config, venv, unit, root)
+    ctx = Context(target, Options(static=static, probe_timeout=probe_timeout))
+    try:
+        settings = ctx.fact("settings")
+    except FactUnavailable as exc:
+        raise _fail(exc.reason) from None
+    if output_format is OutputFormat.json:
+        import json
+
+        data = redact_value(settings.to_dict())
+        if settings.estimated:
+            data["estimate_reason"] = settings.estimate_reason
+        data["error"] = settings.error
+        typer.echo(json.dumps(data, indent=2, default=repr))
+        return
+    from doctor.config_view import print_settings
+
+    print_settings(
+        settings, show_all=show_all, plain=output_format is OutputFormat.plain
+    )
+
+
+@app.command("list")
+def list_checks(
+    output_format: FormatOpt = OutputFormat.rich,
+) -> None:
+    """List the registered checks: id, area and title."""
+    from doctor.registry import RegistryError, load_registry
+
+    try:
+        registry = load_registry()
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+    if output_format is OutputFormat.json:
+        import json
+
+        rows = [
+            {"id": s.id, "area": s.area, "title": s.title, "source": s.source}
+            for s in registry.checks.values()
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    width = max((len(s.id) for s in registry.checks.values()), default=0)
+    for spec in sorted(registry.checks.values(), key=lambda s: (s.area, s.id)):
+        typer.echo(f"{spec.id.ljust(width)}  {spec.area:<9}  {spec.title}")
+    for problem in registry.load_errors:
+        typer.echo(f"plugin failed to load: {problem}", err=True)
+
+
+@app.command()
+def explain(
+    check_id: Annotated[
+        str, typer.Argument(metavar="ID", help="A check id from 'list'.")
+    ],
+) -> None:
+    """Print the documentation of one check."""
+    from doctor.registry import RegistryError, load_registry
+
+    try:
+        registry = load_registry()
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+    spec = registry.find(check_id)
+    if spec is None:
+        raise _fail(
+            f"no check has the id {check_id!r}; run 'gunicorn-doctor list' for the ids"
+        )
+    typer.echo(f"{spec.id} ({spec.area}): {spec.title}\n")
+    typer.echo(spec.docs)
+    typer.echo(f"\nDefined in {spec.source}.")
+
+
+def run() -> None:
+    app(prog_name="gunicorn-doctor")

@@ -1,0 +1,115 @@
+"""The Context a check reads: the target plus facts computed once, on demand.
+
+A fact is a named value gathered from one source of truth (effective
+settings, the venv, the systemd unit, ...). Providers register with
+:func:`fact`; the first check that asks for a fact computes it, under a
+per-fact lock, and every later check gets the cached value. A provider that
+cannot produce its fact raises :class:`FactUnavailable` with the reason, and
+every check that needs the fact reports ``skipped`` with that reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from doctor.rootfs import RootFS
+
+FactProvider = Callable[["Context"], Any]
+
+_PROVIDERS: dict[str, FactProvider] = {}
+
+# Modules that define fact providers, imported on the first fact lookup so
+# that commands which never read a fact (--version, list, explain) stay fast.
+FACT_MODULES = (
+    "doctor.facts.settings",
+    "doctor.facts.venv",
+    "doctor.facts.unit",
+    "doctor.facts.appimport",
+    "doctor.facts.requirements",
+    "doctor.facts.appsource",
+)
+
+
+class FactUnavailable(Exception):
+    """Raised by a provider, or by ``Context.fact``, when a fact cannot be had."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def fact(name: str) -> Callable[[FactProvider], FactProvider]:
+    """Register the decorated function as the provider of fact ``name``."""
+
+    def decorate(provider: FactProvider) -> FactProvider:
+        _PROVIDERS[name] = provider
+        return provider
+
+    return decorate
+
+
+@dataclass
+class Options:
+    """Run-wide switches that shape how facts are gathered."""
+
+    static: bool = False
+    probe_timeout: float = 20.0
+    verbose: bool = False
+
+
+@dataclass
+class _Slot:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: bool = False
+    value: Any = None
+    error: FactUnavailable | None = None
+
+
+class Context:
+    def __init__(self, target, options: Options | None = None):
+        self.target = target
+        self.options = options or Options()
+        self.fs: RootFS = target.fs
+        self._slots: dict[str, _Slot] = {}
+        self._slots_lock = threading.Lock()
+
+    @property
+    def static(self) -> bool:
+        return self.options.static
+
+    def fact(self, name: str) -> Any:
+        """Return fact ``name``, computing it on first use."""
+        provider = _provider(name)
+        with self._slots_lock:
+            slot = self._slots.setdefault(name, _Slot())
+        with slot.lock:
+            if not slot.done:
+                try:
+                    slot.value = provider(self)
+                except FactUnavailable as exc:
+                    slot.error = exc
+                slot.done = True
+        if slot.error is not None:
+            raise slot.error
+        return slot.value
+
+    def peek(self, name: str) -> Any | None:
+        """Return fact ``name`` when it was already computed and available."""
+        slot = self._slots.get(name)
+        if slot is None or not slot.done or slot.error is not None:
+            return None
+        return slot.value
+
+
+def _provider(name: str) -> FactProvider:
+    if name not in _PROVIDERS:
+        for module in FACT_MODULES:
+            importlib.import_module(module)
+    try:
+        return _PROVIDERS[name]
+    except KeyError:
+        raise KeyError(f"no provider registered for fact {name!r}") from None

@@ -1,0 +1,1 @@
+"""Fact providers: one module per source of truth."""

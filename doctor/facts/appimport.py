@@ -1,0 +1,97 @@
+"""Import of the app spec, done the way the installed gunicorn would do it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from doctor.context import Context, FactUnavailable, fact
+from doctor.facts.execution import probe_environment, service_identity
+
+
+@dataclass
+class ImportResult:
+    spec: str
+    spec_source: str
+    cwd: str
+    run_as: str
+    data: dict | None
+    timed_out: bool
+    error: str | None
+    stderr: str
+
+    @property
+    def status(self) -> str | None:
+        return (self.data or {}).get("status")
+
+
+@fact("app_import")
+def app_import(ctx: Context) -> ImportResult:
+    if ctx.static:
+        raise FactUnavailable("static mode does not import the app")
+    venv = ctx.fact("venv")
+    if not venv.exists or not venv.runnable:
+        raise FactUnavailable(
+            f"the venv {venv.path} has no working interpreter to import the app with"
+        )
+    settings = ctx.fact("settings")
+    spec, spec_source = _app_spec(ctx, settings)
+    cwd = _working_directory(ctx, settings)
+    environment = probe_environment(ctx, _raw_env(settings))
+    args = ["--app", spec]
+    if settings.get("pythonpath"):
+        args += ["--pythonpath", str(settings.get("pythonpath"))]
+    run_as = service_identity(ctx)
+
+    from doctor.probes import run_probe
+
+    result = run_probe(
+        str(venv.interpreter_host),
+        "import",
+        args,
+        cwd=str(ctx.fs.host(cwd)),
+        env=environment,
+        user=run_as.uid,
+        group=run_as.gid,
+        timeout=ctx.options.probe_timeout,
+    )
+    return ImportResult(
+        spec=spec,
+        spec_source=spec_source,
+        cwd=cwd,
+        run_as=run_as.description,
+        data=result.data,
+        timed_out=result.timed_out,
+        error=result.error,
+        stderr=result.stderr,
+    )
+
+
+def _app_spec(ctx: Context, settings) -> tuple[str, str]:
+    if settings.app_uri:
+        source = ctx.target.argv_source
+        if settings.app_uri == settings.get("wsgi_app"):
+            source = f"wsgi_app ({settings.source('wsgi_app')})"
+        return settings.app_uri, source
+    if ctx.target.app is not None:
+        return ctx.target.app.value, ctx.target.app.source
+    raise FactUnavailable(
+        "no app spec is known: the service passes no APP_MODULE, the config sets"
+        " no wsgi_app, and no app.py or wsgi.py defines one; pass it as APP"
+    )
+
+
+def _working_directory(ctx: Context, settings) -> str:
+    """Return the directory gunicorn imports from: its ``chdir`` setting."""
+    chdir = settings.get("chdir")
+    if settings.source("chdir").kind != "default" and isinstance(chdir, str):
+        return chdir
+    return ctx.target.chdir.value
+
+
+def _raw_env(settings) -> dict[str, str]:
+    environment = {}
+    for item in settings.get("raw_env") or []:
+        key, sep, value = str(item).partition("=")
+        if sep:
+            environment[key] = value
+    return environment

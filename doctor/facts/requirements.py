@@ -1,0 +1,116 @@
+"""The deployment's ``requirements.txt``, parsed with pip's own grammar rules."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+from doctor.context import Context, FactUnavailable, fact
+
+MAX_INCLUDE_DEPTH = 10
+
+
+@dataclass(frozen=True)
+class PinnedRequirement:
+    name: str
+    text: str
+    path: str
+    line: int
+    specifier: object
+    marker: object | None
+
+
+@dataclass(frozen=True)
+class RequirementProblem:
+    path: str
+    line: int
+    text: str
+    message: str
+
+
+@dataclass
+class Requirements:
+    path: str
+    requirements: list[PinnedRequirement] = field(default_factory=list)
+    problems: list[RequirementProblem] = field(default_factory=list)
+
+
+@fact("requirements")
+def requirements(ctx: Context) -> Requirements:
+    directory = ctx.target.chdir.value
+    path = posixpath.join(directory, "requirements.txt")
+    if not ctx.fs.host(path).is_file():
+        raise FactUnavailable(f"{path} does not exist, so no pins can be compared")
+    result = Requirements(path=path)
+    _read(ctx, path, result, depth=0)
+    return result
+
+
+def _logical_lines(text: str):
+    """Yield (line number, text) with backslash continuations joined."""
+    buffer, start = "", None
+    for number, raw in enumerate(text.splitlines(), 1):
+        if start is None:
+            start = number
+        if raw.endswith("\\"):
+            buffer += raw[:-1]
+            continue
+        yield start, buffer + raw
+        buffer, start = "", None
+    if buffer:
+        yield start, buffer
+
+
+def _read(ctx: Context, path: str, result: Requirements, depth: int) -> None:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        text = ctx.fs.host(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        result.problems.append(
+            RequirementProblem(path, 0, "", f"cannot be read: {exc}")
+        )
+        return
+    for number, line in _logical_lines(text):
+        stripped = line.split(" #", 1)[0].strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith(("-r ", "--requirement", "-c ", "--constraint")):
+            include = stripped.split(None, 1)[1] if " " in stripped else ""
+            include = include.split("=", 1)[-1].strip()
+            if depth >= MAX_INCLUDE_DEPTH:
+                result.problems.append(
+                    RequirementProblem(path, number, line, "includes nest too deep")
+                )
+                continue
+            if stripped.startswith(("-r", "--requirement")):
+                included = posixpath.join(posixpath.dirname(path), include)
+                _read(ctx, included, result, depth + 1)
+            continue
+        if stripped.startswith("-"):
+            if stripped.startswith(("-e", "--editable")):
+                result.problems.append(
+                    RequirementProblem(
+                        path, number, line, "an editable install names no version"
+                    )
+                )
+            continue
+        try:
+            requirement = Requirement(stripped)
+        except InvalidRequirement as exc:
+            result.problems.append(
+                RequirementProblem(
+                    path, number, line, f"not a valid requirement: {exc}"
+                )
+            )
+            continue
+        result.requirements.append(
+            PinnedRequirement(
+                name=requirement.name,
+                text=stripped,
+                path=path,
+                line=number,
+                specifier=requirement.specifier,
+                marker=requirement.marker,
+            )
+        )

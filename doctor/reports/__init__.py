@@ -1,0 +1,48 @@
+"""Report formats; each renders the same :class:`Report`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from doctor.findings import Finding, summarize
+from doctor.redact import redact_finding, redact_text, redact_value
+
+FORMATS = ("rich", "plain", "json")
+
+
+@dataclass
+class Report:
+    findings: list[Finding]
+    exit_code: int
+    header: list[tuple[str, str, str]] = field(default_factory=list)
+    target: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        return summarize(self.findings)
+
+    def redacted(self) -> Report:
+        """Return a copy with secrets removed from every string."""
+        return Report(
+            findings=[redact_finding(f) for f in self.findings],
+            exit_code=self.exit_code,
+            header=[(k, redact_text(v), redact_text(s)) for k, v, s in self.header],
+            target=redact_value(self.target),
+            notes=[redact_text(n) for n in self.notes],
+        )
+
+
+def render(
+    report: Report, fmt: str, *, ascii_only: bool = False, verbose: bool = False
+) -> str | None:
+    """Render ``report`` in ``fmt``; rich output is printed and None returned."""
+    report = report.redacted()
+    if fmt == "json":
+        from doctor.reports.json_report import render_json
+
+        return render_json(report)
+    from doctor.reports.console import print_report
+
+    print_report(report, plain=fmt == "plain", ascii_only=ascii_only, verbose=verbose)
+    return None

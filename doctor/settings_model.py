@@ -1,0 +1,109 @@
+"""Effective Gunicorn settings and where each value came from."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from doctor.findings import Location
+
+SOURCE_KINDS = ("default", "config", "env", "cli")
+
+
+@dataclass(frozen=True)
+class SettingSource:
+    kind: str
+    path: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "config":
+            if self.path and self.line:
+                return f"{self.path}:{self.line}"
+            return self.path or "config file"
+        return {
+            "default": "default",
+            "env": "GUNICORN_CMD_ARGS",
+            "cli": "command line",
+        }.get(self.kind, self.kind)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "path": self.path, "line": self.line}
+
+
+@dataclass
+class EffectiveSettings:
+    """Settings as the target's gunicorn resolves them, or a static estimate."""
+
+    values: dict[str, Any]
+    sources: dict[str, SettingSource]
+    estimated: bool
+    gunicorn_version: str | None
+    known: frozenset[str]
+    config_file: str | None = None
+    config_origin: str | None = None
+    unknown_names: list[tuple[str, int | None]] = field(default_factory=list)
+    non_literal: dict[str, str] = field(default_factory=dict)
+    app_uri: str | None = None
+    worker_class_runs: str | None = None
+    worker_class_error: str | None = None
+    error: dict | None = None
+    cli_flags: dict[str, list[str]] = field(default_factory=dict)
+    estimate_reason: str | None = None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.values.get(name, default)
+
+    def source(self, name: str) -> SettingSource:
+        return self.sources.get(name, SettingSource("default"))
+
+    def location(self, name: str) -> Location | None:
+        """Return the config-file line that sets ``name``, if a file sets it."""
+        src = self.source(name)
+        if src.kind == "config" and src.path:
+            return Location(src.path, src.line)
+        return None
+
+    def describe(self, name: str) -> str:
+        """Render ``name = value (source)`` for evidence lines."""
+        value = self.non_literal.get(name, self.values.get(name))
+        return f"{name} = {value!r} ({self.source(name)})"
+
+    def to_dict(self) -> dict:
+        return {
+            "gunicorn_version": self.gunicorn_version,
+            "estimated": self.estimated,
+            "config_file": self.config_file,
+            "app_uri": self.app_uri,
+            "worker_class_runs": self.worker_class_runs,
+            "settings": {
+                name: {
+                    "value": _jsonable(self.values.get(name)),
+                    "source": self.source(name).to_dict(),
+                    **(
+                        {"expression": self.non_literal[name]}
+                        if name in self.non_literal
+                        else {}
+                    ),
+                }
+                for name in sorted(self.values)
+            },
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return repr(value)
+
+
+@cache
+def settings_table() -> dict:
+    """Return the settings table of the newest gunicorn this doctor knows."""
+    text = resources.files("doctor.data").joinpath("gunicorn_settings.json").read_text()
+    return json.loads(text)

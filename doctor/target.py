@@ -1,0 +1,379 @@
+"""Target discovery: which deployment to examine, and where each value came from.
+
+Values come, in order of precedence, from explicit options, from a systemd
+unit (``--unit``, or the one gunicorn unit found under the root), and from
+the deployment directory itself (``gunicorn.conf.py``, ``app.py``, ``venv/``).
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import os
+import posixpath
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from doctor.rootfs import RootFS
+from doctor.static_settings import ArgvError, parse_argv, replace_app
+
+UNIT_DIRS = (
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+)
+# systemd's PATH for services when the unit sets none (systemd.exec(5)).
+SYSTEMD_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
+CONFIG_NAMES = ("gunicorn.conf.py", "gunicorn_config.py")
+APP_FILES = ("app.py", "wsgi.py", "main.py")
+WSGI_NAMES = ("app", "application")
+
+
+class DiscoveryError(Exception):
+    """The target cannot be examined at all; the CLI exits with code 2."""
+
+
+@dataclass(frozen=True)
+class Sourced:
+    value: str
+    source: str
+
+
+@dataclass
+class DiscoveryOptions:
+    app: str | None = None
+    chdir: str | None = None
+    config: str | None = None
+    venv: str | None = None
+    unit: str | None = None
+    root: str | None = None
+    cwd: str = field(default_factory=os.getcwd)
+
+
+@dataclass
+class Target:
+    fs: RootFS
+    chdir: Sourced | None = None
+    app: Sourced | None = None
+    config: Sourced | None = None
+    venv: Sourced | None = None
+    unit: Sourced | None = None
+    user: Sourced | None = None
+    group: Sourced | None = None
+    launcher: Sourced | None = None
+    argv: list[str] = field(default_factory=list)
+    argv_source: str = "synthesized from the discovered files"
+    environment: dict[str, str] = field(default_factory=dict)
+    environment_source: str = "the doctor's own environment"
+    service: object | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def chdir_host(self) -> Path | None:
+        return self.fs.host(self.chdir.value) if self.chdir else None
+
+    def header(self) -> list[tuple[str, str, str]]:
+        """Return (label, value, source) rows for the report header."""
+        rows = []
+        if not self.fs.is_live:
+            rows.append(("root", str(self.fs.root), "--root option"))
+        for label in ("unit", "chdir", "app", "config", "venv", "launcher", "user"):
+            value = getattr(self, label)
+            if value is not None:
+                rows.append((label, value.value, value.source))
+        if self.argv:
+            rows.append(("argv", shlex.join(self.argv), self.argv_source))
+        return rows
+
+    def to_dict(self) -> dict:
+        data: dict = {"root": str(self.fs.root)}
+        for label in (
+            "unit",
+            "chdir",
+            "app",
+            "config",
+            "venv",
+            "launcher",
+            "user",
+            "group",
+        ):
+            value = getattr(self, label)
+            data[label] = (
+                {"value": value.value, "source": value.source} if value else None
+            )
+        data["argv"] = list(self.argv)
+        data["notes"] = list(self.notes)
+        return data
+
+
+def discover(options: DiscoveryOptions) -> Target:
+    """Build the Target from options, a systemd unit and the directory."""
+    fs = _root(options.root)
+    target = Target(fs=fs)
+    _apply_explicit(target, options)
+
+    explicit_deployment = options.app or options.chdir or options.config
+    if options.unit:
+        _apply_unit(target, options.unit, "--unit option")
+    elif not explicit_deployment and not (
+        fs.is_live and _looks_like_deployment(Path(options.cwd))
+    ):
+        unit_path = _find_gunicorn_unit(fs)
+        if unit_path:
+            _apply_unit(target, unit_path, "the only gunicorn unit under the root")
+
+    if target.chdir is None:
+        if not fs.is_live:
+            raise DiscoveryError(
+                f"no deployment found under the root {fs.root}: no systemd unit"
+                " runs gunicorn there; name the unit with --unit or the"
+                " directory with --chdir"
+            )
+        target.chdir = Sourced(options.cwd, "current directory")
+    _scan_directory(target)
+    _build_argv(target, options)
+    return target
+
+
+def _root(root: str | None) -> RootFS:
+    if root is None:
+        return RootFS("/")
+    path = Path(root)
+    if not path.is_dir():
+        raise DiscoveryError(
+            f"--root {root}: no such directory; pass the top of an unpacked"
+            " filesystem tree (the directory that contains etc/)"
+        )
+    return RootFS(path)
+
+
+def _apply_explicit(target: Target, options: DiscoveryOptions) -> None:
+    fs = target.fs
+    if options.chdir:
+        chdir = options.chdir
+        if fs.is_live:
+            chdir = os.path.abspath(os.path.join(options.cwd, chdir))
+        if not fs.host(chdir).is_dir():
+            raise DiscoveryError(
+                f"--chdir {options.chdir}: no such directory; pass the directory"
+                " gunicorn runs in (the unit's WorkingDirectory)"
+            )
+        target.chdir = Sourced(chdir, "--chdir option")
+    if options.app:
+        target.app = Sourced(options.app, "APP argument")
+    if options.config:
+        target.config = Sourced(options.config, "--config option")
+    if options.venv:
+        venv = options.venv
+        if fs.is_live:
+            venv = os.path.abspath(os.path.join(options.cwd, venv))
+        target.venv = Sourced(venv, "--venv option")
+
+
+def _looks_like_deployment(directory: Path) -> bool:
+    names = (*CONFIG_NAMES, *APP_FILES, "venv", ".venv")
+    return any((directory / name).exists() for name in names)
+
+
+def _find_gunicorn_unit(fs: RootFS) -> str | None:
+    candidates = []
+    for unit_dir in UNIT_DIRS:
+        for host_path in sorted(glob.glob(str(fs.host(unit_dir) / "*.service"))):
+            try:
+                text = Path(host_path).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            if any(
+                line.strip().startswith("ExecStart") and "gunicorn" in line
+                for line in text.splitlines()
+            ):
+                candidates.append(fs.display(host_path))
+    if len(candidates) > 1:
+        raise DiscoveryError(
+            "several systemd units run gunicorn: "
+            + ", ".join(candidates)
+            + "; choose one with --unit"
+        )
+    return candidates[0] if candidates else None
+
+
+def _apply_unit(target: Target, unit_path: str, how: str) -> None:
+    from doctor.unitfile import load_unit, parse_environment_file, service_spec
+
+    fs = target.fs
+    host_path = fs.host(unit_path)
+    if not host_path.exists() and not host_path.is_symlink():
+        raise DiscoveryError(
+            f"--unit {unit_path}: no such file; pass the path of the service's"
+            " unit file, e.g. /etc/systemd/system/myapp.service"
+        )
+    unit = load_unit(host_path, fs.display(host_path))
+    spec = service_spec(unit)
+    target.service = spec
+    target.unit = Sourced(fs.display(host_path), how)
+    if spec.working_directory and target.chdir is None:
+        value = spec.working_directory.value.lstrip("-")
+        if value and value != "~":
+            target.chdir = Sourced(
+                value, f"WorkingDirectory ({_where(spec.working_directory)})"
+            )
+    if spec.user:
+        target.user = Sourced(spec.user.value, f"User ({_where(spec.user)})")
+    if spec.group:
+        target.group = Sourced(spec.group.value, f"Group ({_where(spec.group)})")
+
+    environment = {
+        "PATH": SYSTEMD_DEFAULT_PATH,
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+    }
+    user = fs.user(spec.user.value) if spec.user else None
+    if user:
+        environment.update(
+            HOME=user.home, USER=user.name, LOGNAME=user.name, SHELL=user.shell
+        )
+    for path, optional, entry in spec.environment_files:
+        try:
+            text = fs.host(path).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            if not optional:
+                target.notes.append(
+                    f"EnvironmentFile {path} ({_where(entry)}) cannot be read:"
+                    f" {exc.strerror}; systemd refuses to start the service"
+                )
+            continue
+        values, _problems = parse_environment_file(text, path)
+        environment.update(values)
+    environment.update(spec.environment)
+    target.environment = environment
+    target.environment_source = f"systemd unit {target.unit.value}"
+
+    if spec.exec_start is None:
+        target.notes.append(f"{target.unit.value} has no ExecStart")
+        return
+    argv = spec.exec_start.expand(environment)
+    launcher, gunicorn_args = _split_launcher(argv)
+    target.launcher = Sourced(launcher, f"ExecStart ({_where(spec.exec_start_entry)})")
+    target.argv = gunicorn_args
+    target.argv_source = f"ExecStart ({_where(spec.exec_start_entry)})"
+    if target.venv is None:
+        venv = _venv_of_launcher(fs, launcher) or _venv_on_path(fs, environment)
+        if venv:
+            target.venv = Sourced(venv, f"ExecStart launcher {launcher}")
+
+
+def _where(entry) -> str:
+    return f"{entry.path}:{entry.line}"
+
+
+def _split_launcher(argv: list[str]) -> tuple[str, list[str]]:
+    """Split ExecStart into the program systemd runs and gunicorn's own args."""
+    if not argv:
+        return "", []
+    launcher = argv[0]
+    for index, token in enumerate(argv):
+        if posixpath.basename(token) == "gunicorn":
+            return launcher, argv[index + 1 :]
+        if token == "-m" and index + 1 < len(argv) and argv[index + 1] == "gunicorn":
+            return launcher, argv[index + 2 :]
+    return launcher, argv[1:]
+
+
+def _venv_of_launcher(fs: RootFS, launcher: str) -> str | None:
+    bin_dir = posixpath.dirname(launcher)
+    if posixpath.basename(bin_dir) != "bin":
+        return None
+    venv = posixpath.dirname(bin_dir)
+    if fs.host(posixpath.join(venv, "pyvenv.cfg")).exists():
+        return venv
+    return None
+
+
+def _venv_on_path(fs: RootFS, environment: dict[str, str]) -> str | None:
+    for entry in environment.get("PATH", "").split(":"):
+        if posixpath.basename(entry) == "bin":
+            venv = posixpath.dirname(entry)
+            if fs.host(posixpath.join(venv, "pyvenv.cfg")).exists():
+                return venv
+    return None
+
+
+def _scan_directory(target: Target) -> None:
+    fs = target.fs
+    directory = target.chdir.value
+    host_dir = fs.host(directory)
+    if target.venv is None:
+        for name in ("venv", ".venv"):
+            candidate = posixpath.join(directory, name)
+            host = fs.host(candidate)
+            if (host / "pyvenv.cfg").exists() or (host / "bin").is_dir():
+                target.venv = Sourced(candidate, f"{name}/ in the deployment directory")
+                break
+    if target.config is None and not target.argv:
+        for name in CONFIG_NAMES:
+            if (host_dir / name).is_file():
+                note = "deployment directory"
+                if name != "gunicorn.conf.py":
+                    note += f"; gunicorn reads {name} only when passed with -c"
+                target.config = Sourced(name, note)
+                break
+    if target.app is None and not target.argv:
+        found = _find_wsgi_app(host_dir)
+        if found:
+            target.app = Sourced(found[0], f"WSGI callable in {found[1]}")
+
+
+def _find_wsgi_app(directory: Path) -> tuple[str, str] | None:
+    for filename in APP_FILES:
+        path = directory / filename
+        try:
+            tree = ast.parse(path.read_bytes())
+        except (OSError, SyntaxError, ValueError):
+            continue
+        module = filename[:-3]
+        assigned = set()
+        factories = set()
+        for node in tree.body:
+            if isinstance(node, ast.Assign):
+                assigned.update(t.id for t in node.targets if isinstance(t, ast.Name))
+            elif isinstance(node, ast.FunctionDef):
+                factories.add(node.name)
+        for name in WSGI_NAMES:
+            if name in assigned:
+                return f"{module}:{name}", filename
+        if "create_app" in factories:
+            return f"{module}:create_app()", filename
+    return None
+
+
+def _build_argv(target: Target, options: DiscoveryOptions) -> None:
+    """Assemble gunicorn's argv, with explicit options taking precedence."""
+    argv = list(target.argv)
+    if argv:
+        try:
+            parsed = parse_argv(argv)
+        except ArgvError as exc:
+            target.notes.append(f"cannot read the gunicorn arguments statically: {exc}")
+            parsed = None
+        if options.config:
+            argv += ["-c", options.config]
+        elif parsed and "config" in parsed.values and target.config is None:
+            target.config = Sourced(parsed.values["config"], target.argv_source)
+        if options.app:
+            try:
+                argv = replace_app(argv, options.app)
+            except ArgvError:
+                argv.append(options.app)
+        elif parsed and parsed.positional and target.app is None:
+            target.app = Sourced(parsed.positional[0], target.argv_source)
+        target.argv = argv
+        if options.config or options.app:
+            target.argv_source += ", with explicit options applied"
+        return
+    if target.config is not None:
+        argv += ["-c", target.config.value]
+    if target.app is not None:
+        argv.append(target.app.value)
+    target.argv = argv
+    target.argv_source = "synthesized from the discovered files"
