@@ -77,8 +77,13 @@ def redact_text(text: str) -> str:
 
 
 def _mask_assignment(match: re.Match) -> str:
-    if is_secret_name(match["name"]) and not match["value"].startswith(MASK):
+    value = match["value"]
+    if is_secret_name(match["name"]) and not value.startswith(MASK):
         return match["head"] + MASK
+    if len(value) > 1 and value[0] in "\"'" and value[-1] == value[0]:
+        # A quoted value can hold assignments of its own, as in systemd's
+        # Environment="DATABASE_PASSWORD=...".
+        return match["head"] + value[0] + redact_text(value[1:-1]) + value[-1]
     return match[0]
 
 

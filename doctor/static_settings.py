@@ -254,7 +254,7 @@ def estimate_settings(
         if read.error:
             estimate.error = read.error
         for name, value in read.values.items():
-            values[name] = value
+            values[name] = _normalize(table["settings"][name], value)
             sources[name] = SettingSource(
                 "config", config_display_path, read.lines.get(name)
             )
@@ -269,6 +269,17 @@ def estimate_settings(
     estimate.app_uri = positional[0] if positional else values.get("wsgi_app")
     estimate.worker_class_runs = _worker_class_runs(values)
     return estimate
+
+
+def _normalize(meta: dict, value: Any) -> Any:
+    """Apply the conversions gunicorn's validators make that change the type."""
+    validator = meta.get("validator")
+    if validator in ("validate_list_string", "validate_list_of_existing_files"):
+        if isinstance(value, str):
+            return [value] if value else []
+        if isinstance(value, tuple):
+            return list(value)
+    return value
 
 
 def _worker_class_runs(values: dict[str, Any]) -> str | None:
