@@ -233,6 +233,8 @@ def _apply_unit(target: Target, unit_path: str, how: str) -> None:
         environment.update(
             HOME=user.home, USER=user.name, LOGNAME=user.name, SHELL=user.shell
         )
+    environment.update(spec.environment)
+    # systemd.exec(5): variables from EnvironmentFile= override Environment=.
     for path, optional, entry in spec.environment_files:
         try:
             text = fs.host(path).read_text(encoding="utf-8", errors="replace")
@@ -245,7 +247,6 @@ def _apply_unit(target: Target, unit_path: str, how: str) -> None:
             continue
         values, _problems = parse_environment_file(text, path)
         environment.update(values)
-    environment.update(spec.environment)
     target.environment = environment
     target.environment_source = f"systemd unit {target.unit.value}"
 
