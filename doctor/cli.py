@@ -288,7 +288,7 @@ def list_checks(
         typer.echo(json.dumps(rows, indent=2))
         return
     width = max((len(s.id) for s in registry.checks.values()), default=0)
-    for spec in sorted(registry.checks.values(), key=lambda s: (s.area, s.id)):
+    for spec in registry.checks.values():
         typer.echo(f"{spec.id.ljust(width)}  {spec.area:<9}  {spec.title}")
     for problem in registry.load_errors:
         typer.echo(f"plugin failed to load: {problem}", err=True)

@@ -149,7 +149,12 @@ def load_registry() -> Registry:
                 )
                 continue
             checks[spec.id] = spec
-    return Registry(checks=checks, load_errors=errors)
+    ordered = sorted(checks.values(), key=_area_order)
+    return Registry(checks={spec.id: spec for spec in ordered}, load_errors=errors)
+
+
+def _area_order(spec: CheckSpec) -> int:
+    return AREAS.index(spec.area) if spec.area in AREAS else len(AREAS)
 
 
 def _builtin_first(entry_point: metadata.EntryPoint) -> tuple[int, str]:

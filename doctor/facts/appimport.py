@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from doctor.context import Context, FactUnavailable, fact
@@ -24,40 +25,77 @@ class ImportResult:
         return (self.data or {}).get("status")
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    spec: str
+    spec_source: str
+    cwd: str
+    pythonpath: str | None
+    raw_env: tuple[tuple[str, str], ...]
+
+
 @fact("app_import")
 def app_import(ctx: Context) -> ImportResult:
     if ctx.static:
         raise FactUnavailable("static mode does not import the app")
-    venv = ctx.fact("venv")
+    venv = ctx.fact("venv_layout")
     if not venv.exists or not venv.runnable:
         raise FactUnavailable(
             f"the venv {venv.path} has no working interpreter to import the app with"
         )
-    settings = ctx.fact("settings")
-    spec, spec_source = _app_spec(ctx, settings)
-    cwd = _working_directory(ctx, settings)
-    environment = probe_environment(ctx, _raw_env(settings))
-    args = ["--app", spec]
-    if settings.get("pythonpath"):
-        args += ["--pythonpath", str(settings.get("pythonpath"))]
-    run_as = service_identity(ctx)
+    # The import usually needs only what the static reader already knows, so
+    # it starts at once, beside the settings probe, and is redone only when
+    # gunicorn's own settings turn out to change its inputs.
+    from doctor.facts.settings import estimate
 
+    early = None
+    try:
+        guess = _inputs(ctx, estimate(ctx, "a first guess while gunicorn is asked"))
+    except FactUnavailable:
+        guess = None
+    if guess is not None:
+        early = ThreadPoolExecutor(max_workers=1).submit(_import, ctx, venv, guess)
+    inputs = _inputs(ctx, ctx.fact("settings"))
+    if early is not None:
+        result = early.result()
+        if inputs == guess:
+            return result
+    return _import(ctx, venv, inputs)
+
+
+def _inputs(ctx: Context, settings) -> _Inputs:
+    spec, spec_source = _app_spec(ctx, settings)
+    pythonpath = settings.get("pythonpath")
+    return _Inputs(
+        spec=spec,
+        spec_source=spec_source,
+        cwd=_working_directory(ctx, settings),
+        pythonpath=str(pythonpath) if pythonpath else None,
+        raw_env=tuple(sorted(_raw_env(settings).items())),
+    )
+
+
+def _import(ctx: Context, venv, inputs: _Inputs) -> ImportResult:
     from doctor.probes import run_probe
 
+    args = ["--app", inputs.spec]
+    if inputs.pythonpath:
+        args += ["--pythonpath", inputs.pythonpath]
+    run_as = service_identity(ctx)
     result = run_probe(
         str(venv.interpreter_host),
         "import",
         args,
-        cwd=str(ctx.fs.host(cwd)),
-        env=environment,
+        cwd=str(ctx.fs.host(inputs.cwd)),
+        env=probe_environment(ctx, dict(inputs.raw_env)),
         user=run_as.uid,
         group=run_as.gid,
         timeout=ctx.options.probe_timeout,
     )
     return ImportResult(
-        spec=spec,
-        spec_source=spec_source,
-        cwd=cwd,
+        spec=inputs.spec,
+        spec_source=inputs.spec_source,
+        cwd=inputs.cwd,
         run_as=run_as.description,
         data=result.data,
         timed_out=result.timed_out,

@@ -23,21 +23,21 @@ def settings(ctx: Context) -> EffectiveSettings:
     if target.chdir is None:
         raise FactUnavailable("the deployment directory is unknown; pass --chdir")
     if ctx.static:
-        return _estimate(ctx, "static mode executes nothing from the target")
+        return estimate(ctx, "static mode executes nothing from the target")
+    # Only the venv's layout is needed here, not the venv probe, so that the
+    # two child processes run at the same time.
     try:
-        venv = ctx.fact("venv")
+        venv = ctx.fact("venv_layout")
     except FactUnavailable as exc:
-        return _estimate(ctx, exc.reason)
+        return estimate(ctx, exc.reason)
     if not venv.exists:
-        return _estimate(ctx, f"the virtualenv {venv.path} does not exist")
+        return estimate(ctx, f"the virtualenv {venv.path} does not exist")
     if not venv.runnable:
-        return _estimate(
+        return estimate(
             ctx, f"the venv's interpreter cannot run: {venv.interpreter_problem}"
         )
-    if venv.gunicorn_version is None:
-        return _estimate(ctx, f"gunicorn is not installed in {venv.path}")
     resolved, failure = _ask_gunicorn(ctx, venv)
-    return resolved or _estimate(ctx, failure)
+    return resolved or estimate(ctx, failure)
 
 
 def _probe_argv(ctx: Context) -> list[str]:
@@ -66,6 +66,8 @@ def _ask_gunicorn(ctx: Context, venv) -> tuple[EffectiveSettings | None, str | N
         timeout=ctx.options.probe_timeout,
     )
     data = result.data
+    if data is not None and not data.get("gunicorn_version"):
+        return None, f"gunicorn is not installed in {venv.path}"
     if (
         data is None
         or not isinstance(data.get("settings"), dict)
@@ -131,7 +133,8 @@ def _short_worker_class(path: str | None) -> str | None:
     return known.get(path, path)
 
 
-def _estimate(ctx: Context, reason: str | None) -> EffectiveSettings:
+def estimate(ctx: Context, reason: str | None) -> EffectiveSettings:
+    """Estimate the settings statically, recording ``reason`` in the result."""
     target = ctx.target
     fs = ctx.fs
     environment = probe_environment(ctx)

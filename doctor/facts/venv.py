@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from doctor.context import Context, FactUnavailable, fact
@@ -54,8 +54,9 @@ class VenvInfo:
         return (self.probe or {}).get("python") or self.pyvenv_cfg.get("version")
 
 
-@fact("venv")
-def venv(ctx: Context) -> VenvInfo:
+@fact("venv_layout")
+def venv_layout(ctx: Context) -> VenvInfo:
+    """Return what the venv's files show, without running its interpreter."""
     target = ctx.target
     if target.venv is None:
         raise FactUnavailable(
@@ -77,7 +78,14 @@ def venv(ctx: Context) -> VenvInfo:
     info.pyvenv_cfg = _read_pyvenv_cfg(host / "pyvenv.cfg")
     info.static_packages = read_dist_info(host)
     _locate_interpreter(ctx, info)
-    if info.runnable and not ctx.static:
+    return info
+
+
+@fact("venv")
+def venv(ctx: Context) -> VenvInfo:
+    """Return the venv's layout plus what its interpreter reports when run."""
+    info = replace(ctx.fact("venv_layout"))
+    if info.exists and info.runnable and not ctx.static:
         _probe(ctx, info)
     return info
 
