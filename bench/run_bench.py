@@ -45,9 +45,6 @@ DEFAULT_TIMEOUT = 120.0
 # Creating the venv downloads flask and gunicorn, which can take minutes.
 VENV_BUILD_TIMEOUT = 600.0
 
-# The directory of the running interpreter, not its resolved symlink target,
-# so that a venv's python finds the venv's console scripts.
-TOOLS_BIN_DIR = Path(sys.executable).parent
 
 GUNICORN_VERSION_CODE = "import gunicorn; print(gunicorn.__version__)"
 TRACEBACK_MARKER = "Traceback (most recent call last):"
@@ -133,6 +130,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="Reuse this virtualenv, with gunicorn and flask installed, for the"
         " check comparison instead of building one in a temporary directory.",
+    )
+    parser.add_argument(
+        "--doctor-venv",
+        type=Path,
+        help="Reuse this virtualenv, with gunicorn-doctor installed, instead of"
+        " installing the doctor from this checkout into a new one.",
     )
     parser.add_argument(
         "--timeout",
@@ -262,9 +265,8 @@ def require_executable(path: Path, install_hint: str) -> None:
         raise CommandFailed(f"{path} not found or not executable; {install_hint}")
 
 
-def build_venv(venv_dir: Path) -> None:
-    """Create a virtualenv at ``venv_dir`` with the fixture's requirements."""
-    requirements = FIXTURE_DIR / "requirements.txt"
+def build_venv(venv_dir: Path, *requirements: str) -> None:
+    """Create a virtualenv at ``venv_dir`` and pip-install ``requirements`` in it."""
     steps = [
         [sys.executable, "-m", "venv", str(venv_dir)],
         [
@@ -274,8 +276,7 @@ def build_venv(venv_dir: Path) -> None:
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            "-r",
-            str(requirements),
+            *requirements,
         ],
     ]
     for argv in steps:
@@ -297,16 +298,22 @@ def build_venv(venv_dir: Path) -> None:
             )
 
 
-def make_comparisons(venv_dir: Path, deployment_dir: Path) -> list[Comparison]:
-    """Build the version and check comparisons for the given venv and deployment."""
-    doctor = TOOLS_BIN_DIR / "gunicorn-doctor"
-    gunicorn = TOOLS_BIN_DIR / "gunicorn"
+def make_comparisons(
+    venv_dir: Path, doctor_venv: Path, deployment_dir: Path
+) -> list[Comparison]:
+    """Build the version and check comparisons.
+
+    Each tool runs from a virtualenv of its own, as a user installs it: the
+    doctor from ``doctor_venv``, gunicorn from the deployment's ``venv_dir``.
+    Neither pays for the other's packages at interpreter start-up.
+    """
+    doctor = doctor_venv / "bin" / "gunicorn-doctor"
+    gunicorn = venv_dir / "bin" / "gunicorn"
     require_executable(
-        doctor,
-        f"install the doctor with '{sys.executable} -m pip install -e {REPO_ROOT}'",
+        doctor, f"install the doctor with '{doctor_venv}/bin/pip install {REPO_ROOT}'"
     )
     require_executable(
-        gunicorn, f"install it with '{sys.executable} -m pip install gunicorn'"
+        gunicorn, f"install it with '{venv_dir}/bin/pip install gunicorn'"
     )
     version = Comparison(
         name="version",
@@ -383,7 +390,9 @@ def read_first_field(path: str, key: str) -> str | None:
     return None
 
 
-def describe_machine(venv_dir: Path, timeout: float) -> dict[str, str]:
+def describe_machine(
+    venv_dir: Path, doctor_venv: Path, timeout: float
+) -> dict[str, str]:
     """Collect the facts about this machine and its tools that the page records."""
     mem_total = read_first_field("/proc/meminfo", "MemTotal")
     if mem_total is not None:
@@ -413,7 +422,7 @@ def describe_machine(venv_dir: Path, timeout: float) -> dict[str, str]:
             [str(venv_dir / "bin" / "python"), "-c", GUNICORN_VERSION_CODE], timeout
         ),
         "doctor": query_output(
-            [str(TOOLS_BIN_DIR / "gunicorn-doctor"), "--version"], timeout
+            [str(doctor_venv / "bin" / "gunicorn-doctor"), "--version"], timeout
         )
         or "gunicorn-doctor version unknown",
         "commit": describe_commit(timeout),
@@ -599,13 +608,18 @@ def run(args: argparse.Namespace, work_dir: Path) -> int:
         venv_dir = args.venv
     else:
         venv_dir = work_dir / "venv"
-        build_venv(venv_dir)
+        build_venv(venv_dir, "-r", str(FIXTURE_DIR / "requirements.txt"))
+    if args.doctor_venv is not None:
+        doctor_venv = args.doctor_venv
+    else:
+        doctor_venv = work_dir / "doctor-venv"
+        build_venv(doctor_venv, str(REPO_ROOT))
     deployment_dir = work_dir / "healthy"
     shutil.copytree(
         FIXTURE_DIR, deployment_dir, ignore=shutil.ignore_patterns("__pycache__")
     )
 
-    comparisons = make_comparisons(venv_dir, deployment_dir)
+    comparisons = make_comparisons(venv_dir, doctor_venv, deployment_dir)
     commands = [
         c
         for comparison in comparisons
@@ -626,7 +640,7 @@ def run(args: argparse.Namespace, work_dir: Path) -> int:
     else:
         print(f"run_bench: error: {failure}", file=sys.stderr)
     if args.write:
-        machine = describe_machine(venv_dir, args.timeout)
+        machine = describe_machine(venv_dir, doctor_venv, args.timeout)
         page = render_page(
             machine, args.runs, commands, comparisons, doctor_output, failure
         )

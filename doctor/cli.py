@@ -137,6 +137,24 @@ def _discover(app_spec, chdir, config, venv, unit, root):
         raise _fail(str(exc)) from None
 
 
+def _load_registry_or_fail():
+    from doctor.registry import RegistryError, load_registry
+
+    try:
+        return load_registry()
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _reject_unknown_names(registry, names: list[str]) -> None:
+    unknown = registry.unknown_names(names)
+    if unknown:
+        raise _fail(
+            f"unknown check id or area: {', '.join(unknown)};"
+            " run 'gunicorn-doctor list' for the ids"
+        )
+
+
 def _split_names(values: list[str] | None) -> list[str]:
     names = []
     for value in values or []:
@@ -185,26 +203,33 @@ def check(
     """Run the checks and report problems with evidence and fixes."""
     from doctor.context import Context, Options
     from doctor.findings import Severity, exit_code_for
-    from doctor.registry import RegistryError, load_registry
     from doctor.reports import Report, render
     from doctor.runner import run_checks
 
-    try:
-        registry = load_registry()
-    except RegistryError as exc:
-        raise _fail(str(exc)) from None
     selected, ignored = _split_names(select), _split_names(ignore)
-    unknown = registry.unknown_names(selected + ignored)
-    if unknown:
-        raise _fail(
-            f"unknown check id or area: {', '.join(unknown)};"
-            " run 'gunicorn-doctor list' for the ids"
-        )
+    # With every check selected, the settings probe (the slowest step, a
+    # child process) is known to be needed before the registry is even
+    # loaded, so it starts first and runs while the checks are set up.
+    everything = not selected and not ignored
+    if not everything:
+        registry = _load_registry_or_fail()
+        _reject_unknown_names(registry, selected + ignored)
     target = _discover(app_spec, chdir, config, venv, unit, root)
-    ctx = Context(
-        target, Options(static=static, probe_timeout=probe_timeout, verbose=verbose)
+    options = Options(
+        static=static, probe_timeout=probe_timeout, verbose=verbose, import_app=True
     )
+    ctx = Context(target, options)
+    if everything:
+        if not static:
+            ctx.prefetch("settings")
+        registry = _load_registry_or_fail()
     specs = registry.select(selected, ignored)
+    if not everything:
+        options.import_app = any("app_import" in spec.needs for spec in specs)
+        if not static and any(
+            {"settings", "venv", "app_import"} & set(spec.needs) for spec in specs
+        ):
+            ctx.prefetch("settings")
     findings = run_checks(ctx, specs, timeout=check_timeout)
     notes = list(target.notes) + [
         f"plugin failed to load: {e}" for e in registry.load_errors

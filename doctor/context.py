@@ -22,16 +22,18 @@ FactProvider = Callable[["Context"], Any]
 
 _PROVIDERS: dict[str, FactProvider] = {}
 
-# Modules that define fact providers, imported on the first fact lookup so
-# that commands which never read a fact (--version, list, explain) stay fast.
-FACT_MODULES = (
-    "doctor.facts.settings",
-    "doctor.facts.venv",
-    "doctor.facts.unit",
-    "doctor.facts.appimport",
-    "doctor.facts.requirements",
-    "doctor.facts.appsource",
-)
+# The module that provides each built-in fact, imported on the first lookup
+# of that fact, so that a command imports only the providers it uses.
+FACT_MODULES = {
+    "settings": "doctor.facts.settings",
+    "settings_probe": "doctor.facts.settings",
+    "venv": "doctor.facts.venv",
+    "venv_layout": "doctor.facts.venv",
+    "unit": "doctor.facts.unit",
+    "app_import": "doctor.facts.appimport",
+    "app_source": "doctor.facts.appsource",
+    "requirements": "doctor.facts.requirements",
+}
 
 
 class FactUnavailable(Exception):
@@ -59,6 +61,9 @@ class Options:
     static: bool = False
     probe_timeout: float = 20.0
     verbose: bool = False
+    # Whether the settings probe also imports the app; the CLI turns it off
+    # when no selected check needs the import.
+    import_app: bool = True
 
 
 @dataclass
@@ -97,6 +102,21 @@ class Context:
             raise slot.error
         return slot.value
 
+    def prefetch(self, name: str) -> None:
+        """Start computing fact ``name`` in the background.
+
+        Used for a fact that starts a slow child process, so that the process
+        runs while the checks are still being set up.
+        """
+
+        def compute() -> None:
+            try:
+                self.fact(name)
+            except FactUnavailable:
+                pass
+
+        threading.Thread(target=compute, name=f"fact-{name}", daemon=True).start()
+
     def peek(self, name: str) -> Any | None:
         """Return fact ``name`` when it was already computed and available."""
         slot = self._slots.get(name)
@@ -106,9 +126,8 @@ class Context:
 
 
 def _provider(name: str) -> FactProvider:
-    if name not in _PROVIDERS:
-        for module in FACT_MODULES:
-            importlib.import_module(module)
+    if name not in _PROVIDERS and name in FACT_MODULES:
+        importlib.import_module(FACT_MODULES[name])
     try:
         return _PROVIDERS[name]
     except KeyError:

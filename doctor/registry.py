@@ -13,7 +13,6 @@ import inspect
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib import metadata
 
 from doctor.findings import AREAS, Finding
 
@@ -122,6 +121,8 @@ def load_registry() -> Registry:
     others still load. Two checks with one id is a load error too, because
     ids are a stable contract.
     """
+    from importlib import metadata
+
     checks: dict[str, CheckSpec] = {}
     errors: list[str] = []
     entry_points = sorted(
@@ -157,6 +158,6 @@ def _area_order(spec: CheckSpec) -> int:
     return AREAS.index(spec.area) if spec.area in AREAS else len(AREAS)
 
 
-def _builtin_first(entry_point: metadata.EntryPoint) -> tuple[int, str]:
+def _builtin_first(entry_point) -> tuple[int, str]:
     builtin = entry_point.value.startswith("checks.")
     return (0 if builtin else 1, entry_point.value)

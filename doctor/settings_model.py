@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from doctor.findings import Location
@@ -105,5 +105,5 @@ def _jsonable(value: Any) -> Any:
 @cache
 def settings_table() -> dict:
     """Return the settings table of the newest gunicorn this doctor knows."""
-    text = resources.files("doctor.data").joinpath("gunicorn_settings.json").read_text()
-    return json.loads(text)
+    path = Path(__file__).with_name("data") / "gunicorn_settings.json"
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from doctor.context import Context, FactUnavailable, fact
@@ -43,23 +42,38 @@ def app_import(ctx: Context) -> ImportResult:
         raise FactUnavailable(
             f"the venv {venv.path} has no working interpreter to import the app with"
         )
-    # The import usually needs only what the static reader already knows, so
-    # it starts at once, beside the settings probe, and is redone only when
-    # gunicorn's own settings turn out to change its inputs.
-    from doctor.facts.settings import estimate
+    settings = ctx.fact("settings")
+    inputs = _inputs(ctx, settings)
+    if not settings.estimated and ctx.options.import_app:
+        from doctor.facts.settings import settings_probe
 
-    early = None
-    try:
-        guess = _inputs(ctx, estimate(ctx, "a first guess while gunicorn is asked"))
-    except FactUnavailable:
-        guess = None
-    if guess is not None:
-        early = ThreadPoolExecutor(max_workers=1).submit(_import, ctx, venv, guess)
-    inputs = _inputs(ctx, ctx.fact("settings"))
-    if early is not None:
-        result = early.result()
-        if inputs == guess:
-            return result
+        run = settings_probe(ctx)
+        if run.import_timed_out:
+            return ImportResult(
+                spec=inputs.spec,
+                spec_source=inputs.spec_source,
+                cwd=inputs.cwd,
+                run_as=service_identity(ctx).description,
+                data=None,
+                timed_out=True,
+                error=None,
+                stderr=run.import_stderr,
+            )
+        probe = run.result
+        imported = (probe.data or {}).get("import")
+        if imported:
+            return ImportResult(
+                spec=inputs.spec,
+                spec_source=inputs.spec_source,
+                cwd=inputs.cwd,
+                run_as=service_identity(ctx).description,
+                data=imported,
+                timed_out=False,
+                error=None,
+                stderr=probe.stderr,
+            )
+    # The config did not load (or gunicorn is missing), so no worker would
+    # import the app; import it on its own to report its state anyway.
     return _import(ctx, venv, inputs)
 
 

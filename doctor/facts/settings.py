@@ -9,10 +9,12 @@ probe failure) the static reader estimates them and says why.
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 from doctor.context import Context, FactUnavailable, fact
 from doctor.facts.execution import probe_environment, service_identity
+from doctor.probes import ProbeResult
 from doctor.settings_model import EffectiveSettings, SettingSource
 from doctor.static_settings import ArgvError, estimate_settings, parse_argv
 
@@ -51,20 +53,61 @@ def _probe_argv(ctx: Context) -> list[str]:
     return argv
 
 
-def _ask_gunicorn(ctx: Context, venv) -> tuple[EffectiveSettings | None, str | None]:
+@dataclass
+class SettingsRun:
+    """The settings probe's result, and whether an app import in it hung."""
+
+    result: ProbeResult
+    import_timed_out: bool = False
+    import_stderr: str = ""
+
+
+@fact("settings_probe")
+def settings_probe_fact(ctx: Context) -> SettingsRun:
+    """Run the settings probe once under the venv's interpreter."""
+    argv = _probe_argv(ctx)
+    if not ctx.options.import_app:
+        return SettingsRun(_run_settings_probe(ctx, argv))
+    # One process loads the config and then imports the app, as gunicorn does,
+    # so that what the config file changes (os.environ, sys.path) is in
+    # effect for the import too.
+    combined = _run_settings_probe(ctx, ["--import-app", "--", *argv], ("import",))
+    if not combined.timed_out:
+        return SettingsRun(combined)
+    # The config or the import hung. The settings alone tell which.
+    alone = _run_settings_probe(ctx, argv)
+    if alone.timed_out:
+        return SettingsRun(alone)
+    return SettingsRun(alone, import_timed_out=True, import_stderr=combined.stderr)
+
+
+def _run_settings_probe(
+    ctx: Context, argv: list[str], with_probes: tuple[str, ...] = ()
+) -> ProbeResult:
     from doctor.probes import run_probe
 
+    venv = ctx.fact("venv_layout")
     run_as = service_identity(ctx)
-    result = run_probe(
+    return run_probe(
         str(venv.interpreter_host),
         "settings",
-        _probe_argv(ctx),
+        argv,
+        with_probes=with_probes,
         cwd=str(ctx.target.chdir_host),
         env=probe_environment(ctx),
         user=run_as.uid,
         group=run_as.gid,
         timeout=ctx.options.probe_timeout,
     )
+
+
+def settings_probe(ctx: Context) -> SettingsRun:
+    """Return the settings probe's run, computing it on first use."""
+    return ctx.fact("settings_probe")
+
+
+def _ask_gunicorn(ctx: Context, venv) -> tuple[EffectiveSettings | None, str | None]:
+    result = settings_probe(ctx).result
     data = result.data
     if data is not None and not data.get("gunicorn_version"):
         return None, f"gunicorn is not installed in {venv.path}"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 from doctor.context import Context, FactUnavailable, fact
@@ -24,11 +26,15 @@ class VenvInfo:
     pyvenv_cfg: dict[str, str] = field(default_factory=dict)
     probe: dict | None = None
     probe_error: str | None = None
-    static_packages: dict[str, str] = field(default_factory=dict)
 
     @property
     def runnable(self) -> bool:
         return self.interpreter_host is not None and self.interpreter_problem is None
+
+    @cached_property
+    def static_packages(self) -> dict[str, str]:
+        """Installed distributions read from their metadata files on disk."""
+        return read_dist_info(self.host_path) if self.exists else {}
 
     @property
     def gunicorn_version(self) -> str | None:
@@ -76,7 +82,6 @@ def venv_layout(ctx: Context) -> VenvInfo:
     if not info.exists:
         return info
     info.pyvenv_cfg = _read_pyvenv_cfg(host / "pyvenv.cfg")
-    info.static_packages = read_dist_info(host)
     _locate_interpreter(ctx, info)
     return info
 
@@ -85,7 +90,16 @@ def venv_layout(ctx: Context) -> VenvInfo:
 def venv(ctx: Context) -> VenvInfo:
     """Return the venv's layout plus what its interpreter reports when run."""
     info = replace(ctx.fact("venv_layout"))
-    if info.exists and info.runnable and not ctx.static:
+    if not info.exists or not info.runnable or ctx.static:
+        return info
+    # The settings probe reports the interpreter too; a separate venv probe
+    # runs only when that one could not start.
+    from doctor.facts.settings import settings_probe
+
+    interpreter = (settings_probe(ctx).result.data or {}).get("interpreter")
+    if interpreter and interpreter.get("python"):
+        info.probe = interpreter
+    else:
         _probe(ctx, info)
     return info
 
@@ -103,10 +117,13 @@ def _read_pyvenv_cfg(path: Path) -> dict[str, str]:
     return values
 
 
+def canonical_name(name: str) -> str:
+    """Normalize a distribution name as PEP 503 does."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def read_dist_info(venv_host: Path) -> dict[str, str]:
     """Read installed distributions from metadata files, without running Python."""
-    from packaging.utils import canonicalize_name
-
     packages = {}
     patterns = (
         "lib/python*/site-packages/*.dist-info",
@@ -122,7 +139,7 @@ def read_dist_info(venv_host: Path) -> dict[str, str]:
                 stem = meta_dir.name.rsplit(".", 1)[0]
                 name, _, version = stem.partition("-")
             if name and version:
-                packages[canonicalize_name(name)] = version
+                packages[canonical_name(name)] = version
     return packages
 
 
