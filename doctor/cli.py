@@ -7,6 +7,7 @@ own modules, imported only by the commands that need them.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
@@ -83,6 +84,12 @@ FormatOpt = Annotated[
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show timings and tracebacks.")
 ]
+PidOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--pid", help="Examine the running gunicorn master with this pid.", min=1
+    ),
+]
 ProbeTimeoutOpt = Annotated[
     float,
     typer.Option(
@@ -119,20 +126,37 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
-def _discover(app_spec, chdir, config, venv, unit, root):
-    from doctor.target import DiscoveryError, DiscoveryOptions, discover
+def _discovery_options(app_spec, chdir, config, venv, unit, root, pid=None):
+    from doctor.target import DiscoveryOptions
+
+    return DiscoveryOptions(
+        app=app_spec,
+        chdir=chdir,
+        config=config,
+        venv=venv,
+        unit=unit,
+        root=root,
+        pid=pid,
+    )
+
+
+def _discover(app_spec, chdir, config, venv, unit, root, pid=None):
+    from doctor.target import DiscoveryError, discover
 
     try:
         return discover(
-            DiscoveryOptions(
-                app=app_spec,
-                chdir=chdir,
-                config=config,
-                venv=venv,
-                unit=unit,
-                root=root,
-            )
+            _discovery_options(app_spec, chdir, config, venv, unit, root, pid)
         )
+    except DiscoveryError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _discover_all(app_spec, chdir, config, venv, unit, root):
+    from doctor.target import DiscoveryError, discover_all
+
+    options = _discovery_options(app_spec, chdir, config, venv, unit, root)
+    try:
+        return discover_all(options)
     except DiscoveryError as exc:
         raise _fail(str(exc)) from None
 
@@ -199,34 +223,86 @@ def check(
     ] = 60.0,
     probe_timeout: ProbeTimeoutOpt = 20.0,
     verbose: VerboseOpt = False,
+    pid: PidOpt = None,
+    all_masters: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Examine every running gunicorn master, each on its own."
+        ),
+    ] = False,
 ) -> None:
     """Run the checks and report problems with evidence and fixes."""
-    from doctor.context import Context, Options
-    from doctor.findings import Severity, exit_code_for
-    from doctor.reports import Report, render
-    from doctor.runner import run_checks
+    from doctor.context import Options
+    from doctor.findings import Severity
+    from doctor.reports import render, render_many
 
     selected, ignored = _split_names(select), _split_names(ignore)
     # With every check selected, the settings probe (the slowest step, a
     # child process) is known to be needed before the registry is even
     # loaded, so it starts first and runs while the checks are set up.
     everything = not selected and not ignored
+    registry = None
     if not everything:
         registry = _load_registry_or_fail()
         _reject_unknown_names(registry, selected + ignored)
-    target = _discover(app_spec, chdir, config, venv, unit, root)
     options = Options(
         static=static, probe_timeout=probe_timeout, verbose=verbose, import_app=True
     )
+    if all_masters:
+        targets = _discover_all(app_spec, chdir, config, venv, unit, root)
+    else:
+        targets = [_discover(app_spec, chdir, config, venv, unit, root, pid)]
+    reports = []
+    for target in targets:
+        examined = _examine(
+            target,
+            registry,
+            options,
+            selected=selected,
+            ignored=ignored,
+            check_timeout=check_timeout,
+            fail_on=Severity(fail_on.value),
+        )
+        registry = examined.registry
+        reports.append(examined.report)
+    style = {"ascii_only": ascii_only, "verbose": verbose}
+    if all_masters:
+        text = render_many(reports, output_format.value, **style)
+    else:
+        text = render(reports[0], output_format.value, **style)
+    if text is not None:
+        sys.stdout.write(text + "\n")
+    raise typer.Exit(max(report.exit_code for report in reports))
+
+
+@dataclass
+class _Examined:
+    report: object
+    registry: object
+
+
+def _examine(
+    target, registry, options, *, selected, ignored, check_timeout, fail_on
+) -> _Examined:
+    """Run the selected checks on one target and build its report."""
+    from dataclasses import replace
+
+    from doctor.context import Context
+    from doctor.findings import exit_code_for
+    from doctor.reports import Report
+    from doctor.runner import run_checks
+
+    options = replace(options)
     ctx = Context(target, options)
-    if everything:
-        if not static:
+    if registry is None:
+        if not options.static:
             ctx.prefetch("settings")
         registry = _load_registry_or_fail()
-    specs = registry.select(selected, ignored)
-    if not everything:
+        specs = registry.select(selected, ignored)
+    else:
+        specs = registry.select(selected, ignored)
         options.import_app = any("app_import" in spec.needs for spec in specs)
-        if not static and any(
+        if not options.static and any(
             {"settings", "venv", "app_import"} & set(spec.needs) for spec in specs
         ):
             ctx.prefetch("settings")
@@ -237,18 +313,14 @@ def check(
     settings = ctx.peek("settings")
     if settings is not None and settings.estimated:
         notes.append(f"settings are a static estimate ({settings.estimate_reason})")
-    exit_code = exit_code_for(findings, Severity(fail_on.value))
     report = Report(
         findings=findings,
-        exit_code=exit_code,
+        exit_code=exit_code_for(findings, fail_on),
         header=target.header(),
         target=target.to_dict(),
         notes=notes,
     )
-    text = render(report, output_format.value, ascii_only=ascii_only, verbose=verbose)
-    if text is not None:
-        sys.stdout.write(text + "\n")
-    raise typer.Exit(exit_code)
+    return _Examined(report=report, registry=registry)
 
 
 @app.command("config")

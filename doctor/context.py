@@ -33,6 +33,10 @@ FACT_MODULES = {
     "app_import": "doctor.facts.appimport",
     "app_source": "doctor.facts.appsource",
     "requirements": "doctor.facts.requirements",
+    "process_table": "doctor.facts.processes",
+    "listeners": "doctor.facts.processes",
+    "masters": "doctor.facts.processes",
+    "master": "doctor.facts.processes",
 }
 
 

@@ -12,7 +12,7 @@ import glob
 import os
 import posixpath
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from doctor.rootfs import RootFS
@@ -49,6 +49,7 @@ class DiscoveryOptions:
     venv: str | None = None
     unit: str | None = None
     root: str | None = None
+    pid: int | None = None
     cwd: str = field(default_factory=os.getcwd)
 
 
@@ -69,6 +70,10 @@ class Target:
     environment_source: str = "the doctor's own environment"
     service: object | None = None
     notes: list[str] = field(default_factory=list)
+    pid: int | None = None
+    master_argv: list[str] | None = None
+
+    master_source: str = ""
 
     @property
     def chdir_host(self) -> Path | None:
@@ -79,6 +84,8 @@ class Target:
         rows = []
         if not self.fs.is_live:
             rows.append(("root", str(self.fs.root), "--root option"))
+        if self.pid is not None:
+            rows.append(("master", f"pid {self.pid}", self.master_source))
         for label in ("unit", "chdir", "app", "config", "venv", "launcher", "user"):
             value = getattr(self, label)
             if value is not None:
@@ -104,25 +111,50 @@ class Target:
                 {"value": value.value, "source": value.source} if value else None
             )
         data["argv"] = list(self.argv)
+        data["pid"] = self.pid
         data["notes"] = list(self.notes)
         return data
 
 
+class SeveralMasters(DiscoveryError):
+    """More than one gunicorn master runs and none was chosen."""
+
+    def __init__(self, masters):
+        self.masters = masters
+        rows = "\n".join(f"  {m.process.row()}" for m in masters)
+        super().__init__(
+            f"{len(masters)} gunicorn masters are running; choose one with --pid,"
+            f" or examine each with --all:\n{rows}"
+        )
+
+
 def discover(options: DiscoveryOptions) -> Target:
-    """Build the Target from options, a systemd unit and the directory."""
+    """Build the Target from options, a running master, a unit and the directory."""
     fs = _root(options.root)
     target = Target(fs=fs)
     _apply_explicit(target, options)
 
     explicit_deployment = options.app or options.chdir or options.config
-    if options.unit:
-        _apply_unit(target, options.unit, "--unit option")
-    elif not explicit_deployment and not (
-        fs.is_live and _looks_like_deployment(Path(options.cwd))
-    ):
+    in_deployment = fs.is_live and _looks_like_deployment(Path(options.cwd))
+    master = _find_master(fs, options, explicit_deployment or in_deployment)
+    unit_path = options.unit
+    unit_how = "--unit option"
+    if master is not None:
+        chosen_by = (
+            "--pid option" if options.pid else "the only gunicorn master running"
+        )
+        _apply_master(target, master, chosen_by)
+        if unit_path is None:
+            unit_path = _unit_file_of(fs, master.pid)
+            unit_how = f"systemd unit of pid {master.pid} (from its cgroup)"
+    elif unit_path is None and not explicit_deployment and not in_deployment:
         unit_path = _find_gunicorn_unit(fs)
-        if unit_path:
-            _apply_unit(target, unit_path, "the only gunicorn unit under the root")
+        unit_how = "the only gunicorn unit under the root"
+    if unit_path:
+        _apply_unit(target, unit_path, unit_how)
+    if master is not None and not target.argv:
+        target.argv = list(target.master_argv or [])
+        target.argv_source = f"command line of running master pid {master.pid}"
 
     if target.chdir is None:
         if not fs.is_live:
@@ -135,6 +167,80 @@ def discover(options: DiscoveryOptions) -> Target:
     _scan_directory(target)
     _build_argv(target, options)
     return target
+
+
+def discover_all(options: DiscoveryOptions) -> list[Target]:
+    """Build one Target per running gunicorn master on this host."""
+    from doctor.facts.processes import scan_masters
+
+    if options.root is not None:
+        raise DiscoveryError(
+            "--all examines this host's running masters; it cannot be combined"
+            " with --root"
+        )
+    masters = scan_masters()
+    if not masters:
+        raise DiscoveryError("--all: no gunicorn master is running on this host")
+    return [discover(replace(options, pid=m.pid)) for m in masters]
+
+
+def _find_master(fs: RootFS, options: DiscoveryOptions, has_deployment: bool):
+    """Return the master to examine: the one --pid names, or the only one running."""
+    if options.pid is None and (has_deployment or options.unit or not fs.is_live):
+        return None
+    if options.pid is not None and not fs.is_live:
+        raise DiscoveryError(
+            "--pid names a process on this host; it cannot be combined with --root"
+        )
+    from doctor.facts.processes import scan_masters
+
+    masters = scan_masters()
+    if options.pid is not None:
+        for master in masters:
+            if master.pid == options.pid:
+                return master
+        known = ", ".join(str(m.pid) for m in masters) or "none"
+        raise DiscoveryError(
+            f"--pid {options.pid}: no gunicorn master has that pid (running"
+            f" masters: {known}); pass the master's pid, the parent of the workers"
+        )
+    if len(masters) > 1:
+        raise SeveralMasters(masters)
+    return masters[0] if masters else None
+
+
+def _apply_master(target: Target, master, chosen_by: str) -> None:
+    from doctor.facts.processes import process_environment
+
+    how = f"running master pid {master.pid}"
+    target.pid = master.pid
+    target.master_source = chosen_by
+    target.master_argv = master.argv
+    if target.chdir is None and master.process.cwd:
+        target.chdir = Sourced(master.process.cwd, f"working directory of {how}")
+    if target.venv is None and master.venv:
+        target.venv = Sourced(master.venv, f"program of {how}")
+    if master.program:
+        target.launcher = Sourced(master.program, f"command line of {how}")
+    if target.user is None and master.process.user:
+        target.user = Sourced(master.process.user, f"user of {how}")
+    environment = process_environment(master.pid)
+    if environment is not None:
+        target.environment = environment
+        target.environment_source = f"environment of {how}"
+
+
+def _unit_file_of(fs: RootFS, pid: int) -> str | None:
+    from doctor.facts.processes import systemd_unit_of
+
+    name = systemd_unit_of(pid)
+    if name is None:
+        return None
+    for unit_dir in UNIT_DIRS:
+        candidate = posixpath.join(unit_dir, name)
+        if fs.host(candidate).exists():
+            return candidate
+    return None
 
 
 def _root(root: str | None) -> RootFS:

@@ -52,6 +52,6 @@ def probe_environment(
 ) -> dict[str, str]:
     """Return the environment the service's gunicorn sees."""
     target = ctx.target
-    environment = dict(target.environment) if target.service else dict(os.environ)
+    environment = dict(target.environment) if target.environment else dict(os.environ)
     environment.update(extra or {})
     return environment

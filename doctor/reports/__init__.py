@@ -46,3 +46,22 @@ def render(
 
     print_report(report, plain=fmt == "plain", ascii_only=ascii_only, verbose=verbose)
     return None
+
+
+def render_many(
+    reports: list[Report], fmt: str, *, ascii_only: bool = False, verbose: bool = False
+) -> str | None:
+    """Render one report per target: a JSON list, or one section each."""
+    if fmt == "json":
+        import json
+
+        from doctor.reports.json_report import report_dict
+
+        return json.dumps(
+            [report_dict(r.redacted()) for r in reports], indent=2, ensure_ascii=False
+        )
+    for index, report in enumerate(reports):
+        if index:
+            print()
+        render(report, fmt, ascii_only=ascii_only, verbose=verbose)
+    return None
