@@ -84,6 +84,12 @@ FormatOpt = Annotated[
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show timings and tracebacks.")
 ]
+NginxOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--nginx", help="nginx's main config file (default: /etc/nginx/nginx.conf)."
+    ),
+]
 PidOpt = Annotated[
     int | None,
     typer.Option(
@@ -126,7 +132,7 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
-def _discovery_options(app_spec, chdir, config, venv, unit, root, pid=None):
+def _discovery_options(app_spec, chdir, config, venv, unit, root, pid=None, nginx=None):
     from doctor.target import DiscoveryOptions
 
     return DiscoveryOptions(
@@ -137,24 +143,22 @@ def _discovery_options(app_spec, chdir, config, venv, unit, root, pid=None):
         unit=unit,
         root=root,
         pid=pid,
+        nginx=nginx,
     )
 
 
-def _discover(app_spec, chdir, config, venv, unit, root, pid=None):
+def _discover(options):
     from doctor.target import DiscoveryError, discover
 
     try:
-        return discover(
-            _discovery_options(app_spec, chdir, config, venv, unit, root, pid)
-        )
+        return discover(options)
     except DiscoveryError as exc:
         raise _fail(str(exc)) from None
 
 
-def _discover_all(app_spec, chdir, config, venv, unit, root):
+def _discover_all(options):
     from doctor.target import DiscoveryError, discover_all
 
-    options = _discovery_options(app_spec, chdir, config, venv, unit, root)
     try:
         return discover_all(options)
     except DiscoveryError as exc:
@@ -224,6 +228,7 @@ def check(
     probe_timeout: ProbeTimeoutOpt = 20.0,
     verbose: VerboseOpt = False,
     pid: PidOpt = None,
+    nginx: NginxOpt = None,
     all_masters: Annotated[
         bool,
         typer.Option(
@@ -248,10 +253,10 @@ def check(
     options = Options(
         static=static, probe_timeout=probe_timeout, verbose=verbose, import_app=True
     )
-    if all_masters:
-        targets = _discover_all(app_spec, chdir, config, venv, unit, root)
-    else:
-        targets = [_discover(app_spec, chdir, config, venv, unit, root, pid)]
+    discovery = _discovery_options(
+        app_spec, chdir, config, venv, unit, root, pid=pid, nginx=nginx
+    )
+    targets = _discover_all(discovery) if all_masters else [_discover(discovery)]
     reports = []
     for target in targets:
         examined = _examine(
@@ -334,6 +339,7 @@ def show_config(
     static: StaticOpt = False,
     output_format: FormatOpt = OutputFormat.rich,
     probe_timeout: ProbeTimeoutOpt = 20.0,
+    pid: PidOpt = None,
     show_all: Annotated[
         bool, typer.Option("--all", help="Also list settings left at their default.")
     ] = False,
@@ -342,7 +348,9 @@ def show_config(
     from doctor.context import Context, FactUnavailable, Options
     from doctor.redact import redact_value
 
-    target = _discover(app_spec, chdir, config, venv, unit, root)
+    target = _discover(
+        _discovery_options(app_spec, chdir, config, venv, unit, root, pid=pid)
+    )
     ctx = Context(target, Options(static=static, probe_timeout=probe_timeout))
     try:
         settings = ctx.fact("settings")

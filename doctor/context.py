@@ -37,6 +37,7 @@ FACT_MODULES = {
     "listeners": "doctor.facts.processes",
     "masters": "doctor.facts.processes",
     "master": "doctor.facts.processes",
+    "nginx": "doctor.facts.nginx",
 }
 
 

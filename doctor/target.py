@@ -50,6 +50,7 @@ class DiscoveryOptions:
     unit: str | None = None
     root: str | None = None
     pid: int | None = None
+    nginx: str | None = None
     cwd: str = field(default_factory=os.getcwd)
 
 
@@ -72,6 +73,7 @@ class Target:
     notes: list[str] = field(default_factory=list)
     pid: int | None = None
     master_argv: list[str] | None = None
+    nginx: Sourced | None = None
 
     master_source: str = ""
 
@@ -271,6 +273,16 @@ def _apply_explicit(target: Target, options: DiscoveryOptions) -> None:
         target.app = Sourced(options.app, "APP argument")
     if options.config:
         target.config = Sourced(options.config, "--config option")
+    if options.nginx:
+        nginx = options.nginx
+        if fs.is_live:
+            nginx = os.path.abspath(os.path.join(options.cwd, nginx))
+        if not fs.host(nginx).is_file():
+            raise DiscoveryError(
+                f"--nginx {options.nginx}: no such file; pass nginx's main config,"
+                " e.g. /etc/nginx/nginx.conf"
+            )
+        target.nginx = Sourced(nginx, "--nginx option")
     if options.venv:
         venv = options.venv
         if fs.is_live:
