@@ -250,7 +250,15 @@ def find_masters(
         master.workers = sorted(
             (table[p] for p in gunicorns if table[p].ppid == pid), key=lambda w: w.pid
         )
-        master.listeners = [s for s in sockets if s.pid == pid]
+        # The kernel shares the listening sockets between the master and its
+        # workers, and psutil reports each socket once, under any one of them.
+        family = {pid} | {w.pid for w in master.workers}
+        seen = set()
+        for sock in sockets:
+            key = (sock.family, sock.host, sock.port, sock.path)
+            if sock.pid in family and key not in seen:
+                seen.add(key)
+                master.listeners.append(sock)
         found.append(master)
     return found
 
