@@ -151,7 +151,7 @@ def _parse_tree(ctx: Context, path: str, config: NginxConfig, depth: int = 0) ->
         catch_errors=True,
         comments=False,
         check_ctx=depth == 0,
-        check_args=False,
+        check_args=True,
     )
     for result in payload["config"]:
         for problem in result.get("errors", []):

@@ -1,0 +1,232 @@
+"""Checks of nginx's configuration against the gunicorn it fronts."""
+
+from __future__ import annotations
+
+import socket
+
+from doctor import Context, FactUnavailable, Location, check, error, info, ok, warning
+
+UWSGI_PROTOCOL_SINCE = (24, 0)
+
+
+@check(
+    "nginx-config",
+    area="nginx",
+    title="nginx's configuration parses",
+    needs=("nginx",),
+)
+def nginx_config(ctx: Context):
+    """Fail when nginx's configuration, or a file it includes, does not parse.
+
+    The doctor reads nginx's files with crossplane, the parser nginx's
+    maintainers publish, following ``include`` lines. A file that does not
+    parse stops ``nginx -t`` and a reload; the checks that compare nginx
+    with gunicorn report ``skipped`` instead of guessing.
+    """
+    config = ctx.fact("nginx")
+    if config.errors:
+        for path, line, message in config.errors:
+            yield error(
+                f"{path}{f':{line}' if line else ''}: {message}",
+                "nginx refuses a configuration with this error: `nginx -t` fails"
+                " and a reload keeps the old configuration.",
+                fix="Fix the line, then check with: nginx -t",
+                location=Location(path, line),
+            )
+        return
+    yield ok(
+        f"nginx's configuration parses ({len(config.files)} files from"
+        f" {config.main_file})",
+        f"found via {config.source}",
+        evidence=config.files,
+    )
+
+
+def _binds(settings) -> list[tuple[str, str | None, int | None, str | None]]:
+    """Return (text, host, port, path) for each bind; fd:// binds are skipped."""
+    from doctor.facts.nginx import split_host_port
+
+    binds = []
+    for bind in settings.get("bind") or []:
+        if bind.startswith("unix:"):
+            binds.append((bind, None, None, bind[len("unix:") :]))
+        elif not bind.startswith("fd://"):
+            host, port = split_host_port(bind, 8000)
+            binds.append((bind, host, port, None))
+    return binds
+
+
+def _addresses(ctx: Context, host: str) -> set[str]:
+    """Return the addresses a host name resolves to, for loopback names only."""
+    if host in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        if not ctx.fs.is_live:
+            return _hosts_file_addresses(ctx, host) or {"127.0.0.1", "::1"}
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except socket.gaierror:
+            return {host}
+        return {item[4][0] for item in infos}
+    return {host}
+
+
+def _hosts_file_addresses(ctx: Context, host: str) -> set[str]:
+    """Return the addresses the root's /etc/hosts gives ``host``."""
+    try:
+        text = ctx.fs.host("/etc/hosts").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    found = set()
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) > 1 and host in words[1:]:
+            found.add(words[0])
+    return found
+
+
+def _covers(bind, address: str, port: int | None) -> bool:
+    """Tell whether a TCP bind accepts connections to ``address:port``."""
+    _, host, bind_port, path = bind
+    if path is not None or bind_port != port:
+        return False
+    if host in ("::", "[::]"):
+        # Linux accepts IPv4 too on a [::] socket unless net.ipv6.bindv6only=1.
+        return True
+    if host == "0.0.0.0":
+        return ":" not in address
+    return host == address
+
+
+def _serves(bind, target, ctx: Context) -> bool:
+    if target.kind == "unix":
+        path = bind[3]
+        return (
+            path is not None
+            and ctx.fs.resolve(path)[0] == ctx.fs.resolve(target.path)[0]
+        )
+    return any(_covers(bind, a, target.port) for a in _addresses(ctx, target.host))
+
+
+@check(
+    "nginx-upstream",
+    area="upstream",
+    title="nginx connects to where gunicorn listens",
+    needs=("nginx", "settings"),
+)
+def nginx_upstream(ctx: Context):
+    """Fail when nginx forwards to an address gunicorn does not bind.
+
+    Compares every ``proxy_pass``/``uwsgi_pass``/``fastcgi_pass`` target
+    (``upstream`` blocks expanded to their servers) with gunicorn's ``bind``:
+    host, port, address family (``localhost`` resolves to both ``::1`` and
+    ``127.0.0.1``, and nginx tries each) and unix socket path. nginx answers
+    502 for every request that reaches a target nobody serves. ``uwsgi_pass``
+    or ``fastcgi_pass`` to gunicorn is a protocol mismatch unless gunicorn
+    speaks uwsgi (its ``protocol`` setting, gunicorn 24 and later).
+    """
+    config = ctx.fact("nginx")
+    if config.errors:
+        raise FactUnavailable("nginx's configuration does not parse")
+    settings = ctx.fact("settings")
+    binds = _binds(settings)
+    if not binds:
+        raise FactUnavailable(
+            "gunicorn binds only inherited fds (fd://), not addresses"
+        )
+    targets = [t for t in config.proxy_targets if t.kind != "variable"]
+    variables = [t for t in config.proxy_targets if t.kind == "variable"]
+    bind_text = ", ".join(b[0] for b in binds)
+    matching = [t for t in targets if any(_serves(b, t, ctx) for b in binds)]
+    findings = []
+    for target in matching:
+        findings += _protocol_findings(target, settings)
+        findings += _family_findings(ctx, target, binds)
+    if not matching:
+        findings.append(_mismatch(targets, variables, bind_text, settings))
+    for target in variables:
+        findings.append(
+            info(
+                f"{target.text} uses a variable that cannot be resolved statically",
+                "The doctor cannot tell where these requests go until nginx"
+                " evaluates the variable at run time.",
+                evidence=[target.text],
+                location=target.location,
+            )
+        )
+    if findings:
+        yield from findings
+        return
+    served = ", ".join(sorted({t.describe() for t in matching}))
+    yield ok(
+        f"nginx forwards to {served}, where gunicorn listens ({bind_text})",
+        evidence=[f"{t.location}: {t.text}" for t in matching],
+    )
+
+
+def _mismatch(targets, variables, bind_text, settings):
+    if not targets:
+        return warning(
+            "no proxy_pass in nginx's configuration forwards to gunicorn",
+            "nginx serves nothing from this deployment"
+            + (" unless a variable resolves to it." if variables else "."),
+            fix=f"location / {{ proxy_pass http://{bind_text.removeprefix('unix:')}; }}",
+        )
+    described = ", ".join(sorted({t.describe() for t in targets}))
+    first = targets[0]
+    return error(
+        f"nginx connects to {described} but gunicorn listens on {bind_text}",
+        "Every request nginx forwards there fails with 502 Bad Gateway (nginx"
+        " logs 'connect() failed (111: Connection refused)' or, for a unix"
+        " socket, '(2: No such file or directory)').",
+        fix=(
+            f"Point {first.directive} at gunicorn ({first.location}), or change"
+            f" gunicorn's bind to {first.describe()}"
+        ),
+        evidence=[f"{t.location}: {t.text}" for t in targets]
+        + [settings.describe("bind")],
+        location=first.location,
+    )
+
+
+def _protocol_findings(target, settings):
+    if target.directive == "proxy_pass":
+        return []
+    protocol = settings.get("protocol")
+    if target.directive == "uwsgi_pass" and protocol == "uwsgi":
+        return []
+    speaks = f"protocol = {protocol!r}" if protocol else "HTTP only"
+    return [
+        error(
+            f"nginx uses {target.directive} to gunicorn, which speaks {speaks}",
+            f"gunicorn does not understand {target.directive.split('_')[0]}"
+            " requests; nginx answers 502 ('upstream sent invalid header' or"
+            " 'upstream prematurely closed connection').",
+            fix=f"proxy_pass http://{target.describe()};  (with the proxy_set_header"
+            ' lines), or, with gunicorn 24+ and uwsgi_pass: protocol = "uwsgi"',
+            evidence=[f"{target.location}: {target.text}", settings.describe("bind")],
+            location=target.location,
+        )
+    ]
+
+
+def _family_findings(ctx: Context, target, binds):
+    if target.kind != "tcp":
+        return []
+    resolved = _addresses(ctx, target.host)
+    if len(resolved) < 2:
+        return []
+    served = {a for a in resolved if any(_covers(b, a, target.port) for b in binds)}
+    missing = sorted(resolved - served)
+    if not missing:
+        return []
+    return [
+        warning(
+            f"{target.host} resolves to {', '.join(sorted(resolved))}, but gunicorn"
+            f" listens only on {', '.join(sorted(served))}",
+            f"nginx tries each address of {target.host}; the connection to"
+            f" {', '.join(missing)} is refused, logged as an error, and counts"
+            " against the server's max_fails.",
+            fix=f"proxy_pass http://{min(served)}:{target.port};",
+            evidence=[f"{target.location}: {target.text}"],
+            location=target.location,
+        )
+    ]
