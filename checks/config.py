@@ -8,12 +8,30 @@ from doctor import Context, FactUnavailable, Location, check, error, info, ok, w
 
 SYNC_CLASSES = ("sync", "gunicorn.workers.sync.SyncWorker")
 GREEN_CLASSES = ("gevent", "eventlet", "gevent_wsgi", "gevent_pywsgi")
+CONFIG_ORIGINS = {
+    "cli": "via -c on the command line",
+    "env": "via -c in GUNICORN_CMD_ARGS",
+    "default": "as ./gunicorn.conf.py in the working directory",
+}
 
 
 def _where(settings) -> str:
     if settings.estimated:
         return f"static estimate: {settings.estimate_reason}"
     return f"resolved by gunicorn {settings.gunicorn_version}"
+
+
+def _loaded_settings(ctx: Context):
+    """Return the settings, or skip when gunicorn would exit before using them.
+
+    After a failure gunicorn's view of the settings is partial (the rest of
+    the config file, GUNICORN_CMD_ARGS and the command line were never
+    applied), and config-file reports the failure itself.
+    """
+    settings = ctx.fact("settings")
+    if settings.error:
+        raise FactUnavailable("gunicorn did not finish loading the configuration")
+    return settings
 
 
 def _error_location(settings) -> Location | None:
@@ -88,9 +106,10 @@ def _config_error(ctx: Context, settings, problem: dict):
             location=location,
         )
     if kind in ("FileNotFoundError", "RuntimeError") and "exist" in message:
+        origin = CONFIG_ORIGINS.get(settings.config_origin, "via -c")
         return error(
             f"the config file {path} does not exist",
-            f"gunicorn is told to read {path} ({problem.get('origin') or 'via -c'}) and"
+            f"gunicorn is told to read {path} ({origin}) and"
             " exits at start because it is missing.",
             fix="Create the file, or point -c at the right path (relative paths"
             " are resolved from the working directory).",
@@ -145,8 +164,9 @@ def config_unknown_names(ctx: Context):
     The list of settings is that of the installed gunicorn version.
     """
     settings = ctx.fact("settings")
-    if settings.error and settings.error.get("stage") == "config":
-        raise FactUnavailable("the config file did not load")
+    # A "settings" error comes after the file ran, so its names are known.
+    if settings.error and settings.error.get("stage") != "settings":
+        raise FactUnavailable("gunicorn did not load the config file")
     if not settings.config_file:
         raise FactUnavailable("no config file is in use")
     known = sorted(settings.known)
@@ -210,7 +230,7 @@ def config_worker_settings(ctx: Context):
     nothing with sync workers; ``threads`` does nothing with gevent or
     eventlet workers.
     """
-    settings = ctx.fact("settings")
+    settings = _loaded_settings(ctx)
     configured, runs = _worker_class(settings)
     threads = settings.get("threads")
     findings = []
@@ -290,8 +310,7 @@ def config_worker_class(ctx: Context):
         raise FactUnavailable(
             f"the worker class is loaded only by the target's gunicorn ({settings.estimate_reason})"
         )
-    if settings.error:
-        raise FactUnavailable("gunicorn did not finish loading the configuration")
+    settings = _loaded_settings(ctx)
     configured, runs = _worker_class(settings)
     version = settings.gunicorn_version or ""
     problem = settings.worker_class_error
@@ -350,7 +369,7 @@ def config_daemon(ctx: Context):
     ``Type=simple`` or ``Type=notify`` systemd takes that exit for the end of
     the service, kills what is left and restarts it in a loop.
     """
-    settings = ctx.fact("settings")
+    settings = _loaded_settings(ctx)
     daemon = settings.get("daemon")
     if not daemon:
         yield ok("daemon is off, so the process manager supervises gunicorn directly")

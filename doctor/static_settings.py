@@ -254,10 +254,19 @@ def estimate_settings(
         if read.error:
             estimate.error = read.error
         for name, value in read.values.items():
-            values[name] = _normalize(table["settings"][name], value)
-            sources[name] = SettingSource(
-                "config", config_display_path, read.lines.get(name)
-            )
+            line = read.lines.get(name)
+            sources[name] = SettingSource("config", config_display_path, line)
+            if name in read.non_literal:
+                values[name] = value
+                continue
+            try:
+                values[name] = _normalize(table["settings"][name], value)
+            except (TypeError, ValueError) as exc:
+                values[name] = value
+                if estimate.error is None:
+                    estimate.error = _invalid_value(
+                        name, value, exc, config_display_path, line
+                    )
         estimate.non_literal.update(read.non_literal)
         estimate.unknown_names = list(read.unknown)
     for layer, kind in ((env, "env"), (cli, "cli")):
@@ -272,14 +281,51 @@ def estimate_settings(
 
 
 def _normalize(meta: dict, value: Any) -> Any:
-    """Apply the conversions gunicorn's validators make that change the type."""
+    """Apply the conversions gunicorn's validators make that change the type.
+
+    Raises TypeError or ValueError where gunicorn's ``validate_pos_int`` or
+    ``validate_bool`` reject the value (their code is identical in gunicorn
+    20.0.0 and 27.0.1). Other validators are not mirrored, so their values
+    pass unchecked.
+    """
     validator = meta.get("validator")
+    if validator == "validate_pos_int":
+        number = int(value) if isinstance(value, int) else int(value, 0)
+        if number < 0:
+            raise ValueError(f"Value must be positive: {number}")
+        return number
+    if validator == "validate_bool":
+        return _to_bool(value)
     if validator in ("validate_list_string", "validate_list_of_existing_files"):
         if isinstance(value, str):
             return [value] if value else []
         if isinstance(value, tuple):
             return list(value)
     return value
+
+
+def _to_bool(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"Invalid type for casting: {value}")
+    if value.lower().strip() in ("true", "false"):
+        return value.lower().strip() == "true"
+    raise ValueError(f"Invalid boolean: {value}")
+
+
+def _invalid_value(
+    name: str, value: Any, exc: Exception, path: str | None, line: int | None
+) -> dict:
+    """Describe a rejected value the way the settings probe does."""
+    return {
+        "stage": "settings",
+        "type": type(exc).__name__,
+        "message": f"Invalid value for {name}: {value!r}: {exc}",
+        "path": path,
+        "line": line,
+        "setting": name,
+    }
 
 
 def _worker_class_runs(values: dict[str, Any]) -> str | None:

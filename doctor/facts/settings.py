@@ -138,7 +138,7 @@ def _from_probe(ctx: Context, data: dict) -> EffectiveSettings:
         )
     worker = data.get("worker_class") or {}
     config_file = data.get("config_file")
-    error = data.get("error")
+    error = _config_error(data.get("error"), config_file)
     if error and error.get("path"):
         error = {**error, "path": fs.display(error["path"])}
     non_literal = {name: values[name] for name in data.get("non_literal") or []}
@@ -160,6 +160,29 @@ def _from_probe(ctx: Context, data: dict) -> EffectiveSettings:
         error=error,
         cli_flags=data.get("cli_flags") or {},
     )
+
+
+def _config_error(error: dict | None, config_file: str | None) -> dict | None:
+    """Point a config-stage error at the config file when the probe could not.
+
+    Python rejects source that contains NUL bytes before it runs a line of
+    it, with SyntaxError in 3.11.7 and ValueError in older releases. No
+    traceback frame then names the file, so the probe reports its own pseudo
+    file name, such as ``<probe>``. The static reader calls this error
+    BinaryFile.
+    """
+    if not error or error.get("stage") != "config" or not config_file:
+        return error
+    path = error.get("path")
+    if path and not path.startswith("<"):
+        return error
+    error = {**error, "path": config_file, "line": None}
+    if error.get("type") in ("SyntaxError", "ValueError") and "null bytes" in (
+        error.get("message") or ""
+    ):
+        error["type"] = "BinaryFile"
+        error["message"] = "the file contains NUL bytes"
+    return error
 
 
 def _short_worker_class(path: str | None) -> str | None:
