@@ -339,8 +339,8 @@ def config_worker_class(ctx: Context):
 
 
 def _worker_class_fix(ctx: Context, configured: str, version: str) -> str:
-    venv = ctx.peek("venv")
-    pip = f"{venv.path}/bin/pip" if venv else "pip"
+    venv = ctx.target.venv
+    pip = f"{venv.value}/bin/pip" if venv else "pip"
     if configured == "eventlet":
         major = version.split(".")[0]
         if major.isdigit() and int(major) >= 26:

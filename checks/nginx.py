@@ -141,7 +141,9 @@ def nginx_upstream(ctx: Context):
         findings += _protocol_findings(target, settings)
         findings += _family_findings(ctx, target, binds)
     if not matching:
-        findings.append(_mismatch(targets, variables, bind_text, settings))
+        findings.append(
+            _mismatch(targets, variables, bind_text, settings, config.main_file)
+        )
     for target in variables:
         findings.append(
             info(
@@ -162,12 +164,15 @@ def nginx_upstream(ctx: Context):
     )
 
 
-def _mismatch(targets, variables, bind_text, settings):
+def _mismatch(targets, variables, bind_text, settings, config_file):
     if not targets:
-        return warning(
-            "no proxy_pass in nginx's configuration forwards to gunicorn",
-            "nginx serves nothing from this deployment"
-            + (" unless a variable resolves to it." if variables else "."),
+        # An nginx that proxies nowhere is most likely not this app's front
+        # end (a default site, another role of the host): worth a note only.
+        return info(
+            f"nginx's configuration ({config_file}) proxies to nothing, so it"
+            " does not front this deployment",
+            "No proxy_pass, uwsgi_pass or fastcgi_pass names an address"
+            + (" other than through a variable." if variables else "."),
             fix=f"location / {{ proxy_pass http://{bind_text.removeprefix('unix:')}; }}",
         )
     described = ", ".join(sorted({t.describe() for t in targets}))

@@ -344,7 +344,10 @@ def show_config(
         bool, typer.Option("--all", help="Also list settings left at their default.")
     ] = False,
 ) -> None:
-    """Print the effective gunicorn settings and where each value came from."""
+    """Print the effective gunicorn settings and where each value came from.
+
+    Exits with status 1 when the configuration did not load.
+    """
     from doctor.context import Context, FactUnavailable, Options
     from doctor.redact import redact_value
 
@@ -364,12 +367,16 @@ def show_config(
             data["estimate_reason"] = settings.estimate_reason
         data["error"] = settings.error
         typer.echo(json.dumps(data, indent=2, default=repr))
-        return
-    from doctor.config_view import print_settings
+    else:
+        from doctor.config_view import print_settings
 
-    print_settings(
-        settings, show_all=show_all, plain=output_format is OutputFormat.plain
-    )
+        print_settings(
+            settings, show_all=show_all, plain=output_format is OutputFormat.plain
+        )
+    # The values shown are gunicorn's defaults and whatever loaded before the
+    # failure, so a script must not take them for the deployment's settings.
+    if settings.error:
+        raise typer.Exit(1)
 
 
 @app.command("list")

@@ -459,7 +459,9 @@ def _find_wsgi_app(directory: Path) -> tuple[str, str] | None:
             elif isinstance(node, ast.FunctionDef):
                 factories.add(node.name)
         for name in WSGI_NAMES:
-            if name in assigned:
+            # A plain ``def application(environ, start_response)`` is a WSGI
+            # callable too, unlike a factory such as create_app.
+            if name in assigned or name in factories:
                 return f"{module}:{name}", filename
         if "create_app" in factories:
             return f"{module}:create_app()", filename

@@ -62,7 +62,7 @@ def write_unit(project: Path, launcher: str, exec_args: str, *environment: str):
     return unit
 
 
-def config_json(*args: str, gunicorn_cmd_args: str = "") -> dict:
+def config_json(*args: str, gunicorn_cmd_args: str = "", status: int = 0) -> dict:
     """Run ``config --format json`` with GUNICORN_CMD_ARGS set as given."""
     result = run_doctor(
         "config",
@@ -71,7 +71,7 @@ def config_json(*args: str, gunicorn_cmd_args: str = "") -> dict:
         "json",
         env={"GUNICORN_CMD_ARGS": gunicorn_cmd_args},
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == status, result.stderr
     assert "Traceback" not in result.stderr
     return json.loads(result.stdout)
 
@@ -171,7 +171,9 @@ def test_config_file_named_in_gunicorn_cmd_args(tmp_path, venv):
 def test_error_shows_path_and_line(project, venv):
     path, _ = venv
     (project / "gunicorn.conf.py").write_text("workers = 2\ntimeout = (\n")
-    data = config_json("--chdir", str(project), "--venv", str(path), "app:app")
+    data = config_json(
+        "--chdir", str(project), "--venv", str(path), "app:app", status=1
+    )
     assert data["error"]["type"] == "SyntaxError"
     assert data["error"]["path"] == str(project / "gunicorn.conf.py")
     assert data["error"]["line"] == 2

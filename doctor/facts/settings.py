@@ -168,18 +168,19 @@ def _config_error(error: dict | None, config_file: str | None) -> dict | None:
     Python rejects source that contains NUL bytes before it runs a line of
     it, with SyntaxError in 3.11.7 and ValueError in older releases. No
     traceback frame then names the file, so the probe reports its own pseudo
-    file name, such as ``<probe>``. The static reader calls this error
-    BinaryFile.
+    file name, such as ``<probe>``, or none. The static reader calls this
+    error BinaryFile.
     """
     if not error or error.get("stage") != "config" or not config_file:
         return error
-    path = error.get("path")
-    if path and not path.startswith("<"):
-        return error
-    error = {**error, "path": config_file, "line": None}
-    if error.get("type") in ("SyntaxError", "ValueError") and "null bytes" in (
+    binary = error.get("type") in ("SyntaxError", "ValueError") and "null bytes" in (
         error.get("message") or ""
-    ):
+    )
+    path = error.get("path")
+    if path and not path.startswith("<") and not binary:
+        return error
+    error = {**error, "path": path if binary and path else config_file, "line": None}
+    if binary:
         error["type"] = "BinaryFile"
         error["message"] = "the file contains NUL bytes"
     return error

@@ -13,8 +13,11 @@ import sys
 import traceback
 
 TRACEBACK_LIMIT = 8
-# co_filename of the probe's own frames: "<probe>" when run by the doctor.
-PROBE_FILENAME = sys._getframe().f_code.co_filename
+# The code names the runner gives the probes' sources: their frames are the
+# doctor's machinery, not the user's code.
+PROBE_FILENAMES = frozenset(
+    ("<probe>", "<gunicorn_doctor_probe_common>", "<gunicorn_doctor_probe_import>")
+)
 
 
 def redirect_stdout():
@@ -68,7 +71,7 @@ def exception_message(exc):
 
 def is_machinery_frame(filename):
     """Tell whether a frame belongs to this probe or to importlib's internals."""
-    if filename == PROBE_FILENAME or filename.startswith("<frozen importlib"):
+    if filename in PROBE_FILENAMES or filename.startswith("<frozen importlib"):
         return True
     directory, base = os.path.split(filename)
     return base == "__init__.py" and os.path.basename(directory) == "importlib"
