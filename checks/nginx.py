@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-
 from doctor import Context, FactUnavailable, Location, check, error, info, ok, warning
+from doctor.addresses import (
+    bind_covers,
+    bind_serves,
+    resolve_loopback_name,
+    tcp_and_unix_binds,
+)
 
 UWSGI_PROTOCOL_SINCE = (24, 0)
 
@@ -42,70 +46,6 @@ def nginx_config(ctx: Context):
     )
 
 
-def _binds(settings) -> list[tuple[str, str | None, int | None, str | None]]:
-    """Return (text, host, port, path) for each bind; fd:// binds are skipped."""
-    from doctor.facts.nginx import split_host_port
-
-    binds = []
-    for bind in settings.get("bind") or []:
-        if bind.startswith("unix:"):
-            binds.append((bind, None, None, bind[len("unix:") :]))
-        elif not bind.startswith("fd://"):
-            host, port = split_host_port(bind, 8000)
-            binds.append((bind, host, port, None))
-    return binds
-
-
-def _addresses(ctx: Context, host: str) -> set[str]:
-    """Return the addresses a host name resolves to, for loopback names only."""
-    if host in ("localhost", "localhost.localdomain", "ip6-localhost"):
-        if not ctx.fs.is_live:
-            return _hosts_file_addresses(ctx, host) or {"127.0.0.1", "::1"}
-        try:
-            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except socket.gaierror:
-            return {host}
-        return {item[4][0] for item in infos}
-    return {host}
-
-
-def _hosts_file_addresses(ctx: Context, host: str) -> set[str]:
-    """Return the addresses the root's /etc/hosts gives ``host``."""
-    try:
-        text = ctx.fs.host("/etc/hosts").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    found = set()
-    for line in text.splitlines():
-        words = line.split("#", 1)[0].split()
-        if len(words) > 1 and host in words[1:]:
-            found.add(words[0])
-    return found
-
-
-def _covers(bind, address: str, port: int | None) -> bool:
-    """Tell whether a TCP bind accepts connections to ``address:port``."""
-    _, host, bind_port, path = bind
-    if path is not None or bind_port != port:
-        return False
-    if host in ("::", "[::]"):
-        # Linux accepts IPv4 too on a [::] socket unless net.ipv6.bindv6only=1.
-        return True
-    if host == "0.0.0.0":
-        return ":" not in address
-    return host == address
-
-
-def _serves(bind, target, ctx: Context) -> bool:
-    if target.kind == "unix":
-        path = bind[3]
-        return (
-            path is not None
-            and ctx.fs.resolve(path)[0] == ctx.fs.resolve(target.path)[0]
-        )
-    return any(_covers(bind, a, target.port) for a in _addresses(ctx, target.host))
-
-
 @check(
     "nginx-upstream",
     area="upstream",
@@ -127,7 +67,7 @@ def nginx_upstream(ctx: Context):
     if config.errors:
         raise FactUnavailable("nginx's configuration does not parse")
     settings = ctx.fact("settings")
-    binds = _binds(settings)
+    binds = tcp_and_unix_binds(settings)
     if not binds:
         raise FactUnavailable(
             "gunicorn binds only inherited fds (fd://), not addresses"
@@ -135,7 +75,7 @@ def nginx_upstream(ctx: Context):
     targets = [t for t in config.proxy_targets if t.kind != "variable"]
     variables = [t for t in config.proxy_targets if t.kind == "variable"]
     bind_text = ", ".join(b[0] for b in binds)
-    matching = [t for t in targets if any(_serves(b, t, ctx) for b in binds)]
+    matching = [t for t in targets if any(bind_serves(b, t, ctx) for b in binds)]
     findings = []
     for target in matching:
         findings += _protocol_findings(target, settings)
@@ -216,10 +156,10 @@ def _protocol_findings(target, settings):
 def _family_findings(ctx: Context, target, binds):
     if target.kind != "tcp":
         return []
-    resolved = _addresses(ctx, target.host)
+    resolved = resolve_loopback_name(ctx, target.host)
     if len(resolved) < 2:
         return []
-    served = {a for a in resolved if any(_covers(b, a, target.port) for b in binds)}
+    served = {a for a in resolved if any(bind_covers(b, a, target.port) for b in binds)}
     missing = sorted(resolved - served)
     if not missing:
         return []

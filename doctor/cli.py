@@ -31,6 +31,7 @@ class OutputFormat(StrEnum):
     rich = "rich"
     plain = "plain"
     json = "json"
+    markdown = "markdown"
 
 
 class FailLevel(StrEnum):
@@ -326,6 +327,98 @@ def _examine(
         notes=notes,
     )
     return _Examined(report=report, registry=registry)
+
+
+SinceOpt = Annotated[
+    str,
+    typer.Option(
+        "--since",
+        help="Read log lines newer than this: 30m, 1h, 2d, or 2026-12-04 15:00.",
+    ),
+]
+LogBytesOpt = Annotated[
+    str,
+    typer.Option(
+        "--log-bytes", help="Read at most this much from the end of each log: 4m."
+    ),
+]
+PathOpt = Annotated[
+    str, typer.Option("--path", help="Path of the request sent to each bind.")
+]
+
+
+def _window_options(options, since: str, log_bytes: str, path: str) -> None:
+    from doctor.timespec import parse_since, parse_size
+
+    try:
+        options.since = parse_since(since)
+        options.log_bytes = parse_size(log_bytes)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if not path.startswith("/"):
+        raise _fail(f"--path {path!r} must start with '/', e.g. --path /health")
+    options.probe_path = path
+
+
+@app.command()
+def triage(
+    app_spec: AppArg = None,
+    chdir: ChdirOpt = None,
+    config: ConfigOpt = None,
+    venv: VenvOpt = None,
+    unit: UnitOpt = None,
+    root: RootOpt = None,
+    pid: PidOpt = None,
+    nginx: NginxOpt = None,
+    since: SinceOpt = "1h",
+    log_bytes: LogBytesOpt = "4m",
+    path: PathOpt = "/",
+    through_nginx: Annotated[
+        bool,
+        typer.Option(
+            "--through-nginx",
+            help="Also send the request to the addresses nginx listens on here.",
+        ),
+    ] = False,
+    output_format: FormatOpt = OutputFormat.rich,
+    ascii_only: Annotated[
+        bool, typer.Option("--ascii", help="Use ASCII marks only.")
+    ] = False,
+    probe_timeout: ProbeTimeoutOpt = 20.0,
+) -> None:
+    """Answer "why 502": one verdict, the evidence, the fix, and what was ruled out.
+
+    Exits with status 1 when a cause of 502 responses was found.
+    """
+    from doctor.context import Context, FactUnavailable, Options
+    from doctor.reports import triage_report
+
+    options = Options(probe_timeout=probe_timeout, through_nginx=through_nginx)
+    _window_options(options, since, log_bytes, path)
+    target = _discover(
+        _discovery_options(
+            app_spec, chdir, config, venv, unit, root, pid=pid, nginx=nginx
+        )
+    )
+    ctx = Context(target, options)
+    try:
+        result = ctx.fact("triage")
+    except FactUnavailable as exc:
+        raise _fail(exc.reason) from None
+    header, data = target.header(), target.to_dict()
+    if output_format is OutputFormat.json:
+        typer.echo(triage_report.render_triage_json(result, header, data))
+    elif output_format is OutputFormat.markdown:
+        typer.echo(triage_report.render_triage_markdown(result, header, data))
+    else:
+        triage_report.print_triage(
+            result,
+            header,
+            data,
+            plain=output_format is OutputFormat.plain,
+            ascii_only=ascii_only,
+        )
+    raise typer.Exit(1 if result.winner else 0)
 
 
 @app.command("config")

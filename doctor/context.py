@@ -38,7 +38,17 @@ FACT_MODULES = {
     "listeners": "doctor.facts.processes",
     "masters": "doctor.facts.processes",
     "master": "doctor.facts.processes",
+    "log_setup": "doctor.facts.logfiles",
+    "logrotate": "doctor.facts.logfiles",
+    "pidfile": "doctor.facts.pidfile",
     "nginx": "doctor.facts.nginx",
+    "upstream_probes": "doctor.facts.upstream_probes",
+    "triage": "doctor.triage",
+    "gunicorn_log": "doctor.facts.logevents",
+    "nginx_log": "doctor.facts.logevents",
+    "kernel_log": "doctor.facts.logevents",
+    "binds": "doctor.facts.binds",
+    "listen_sockets": "doctor.facts.binds",
 }
 
 

@@ -1,0 +1,658 @@
+"""Why 502: weigh every candidate cause against the evidence and pick one.
+
+Evidence comes from four places: nginx's configuration compared with
+gunicorn's binds, one request to each bind (and through nginx), the
+running processes, and the classified lines of nginx's, gunicorn's and the
+kernel's logs within the window. Each candidate cause collects points from
+the evidence that supports it; the one with the most is the verdict, the
+others with points follow it, and those with none are listed as ruled out
+with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from doctor.context import Context, FactUnavailable, fact
+
+# Points per kind of evidence. A direct observation (the probe, the process
+# table, the configuration) outweighs any number of log lines, which may
+# belong to an earlier incident inside the window.
+CONFIG_POINTS = 60
+PROBE_POINTS = 50
+PROCESS_POINTS = 30
+LOG_POINTS_PER_LINE = 1
+LOG_POINTS_CAP = 40
+
+
+# For each candidate: the log signatures and probe verdicts that would show
+# it, used to say what was examined when it is ruled out.
+RELEVANT = {
+    "app-boot-failure": (
+        ("gunicorn.worker_boot_failed", "gunicorn.app_load_failed"),
+        ("refused",),
+    ),
+    "socket-missing": (("nginx.unix_missing",), ("socket_missing",)),
+    "socket-permission": (("nginx.unix_permission",), ("permission_denied",)),
+    "selinux": (("nginx.tcp_permission",), ()),
+    "worker-timeout": (("gunicorn.worker_timeout", "nginx.premature_close"), ()),
+    "oom-kill": (("gunicorn.oom_kill",), ()),
+    "worker-sigkill": (("gunicorn.sigkill",), ()),
+    "too-big-header": (("nginx.too_big_header",), ("headers_too_big",)),
+    "invalid-header": (("nginx.invalid_header",), ("not_http",)),
+    "workers-busy": (
+        ("nginx.connect_timeout", "nginx.no_live_upstreams"),
+        ("no_response", "connect_timeout"),
+    ),
+    "app-errors": (("gunicorn.error_handling_request",), ("http_5xx",)),
+    "read-timeout": (("nginx.read_timeout",), ("slow",)),
+}
+SIGNATURE_TEXT = {
+    "gunicorn.worker_boot_failed": "'Worker failed to boot'",
+    "gunicorn.app_load_failed": "'App failed to load'",
+    "gunicorn.worker_timeout": "WORKER TIMEOUT",
+    "gunicorn.oom_kill": "SIGKILL matched by a kernel OOM kill",
+    "gunicorn.sigkill": "'was sent SIGKILL'",
+    "gunicorn.error_handling_request": "'Error handling request'",
+    "nginx.unix_missing": "'(2: No such file or directory)'",
+    "nginx.unix_permission": "'(13: Permission denied)' on a unix socket",
+    "nginx.tcp_permission": "'(13: Permission denied)' on TCP",
+    "nginx.premature_close": "'upstream prematurely closed connection'",
+    "nginx.too_big_header": "'upstream sent too big header'",
+    "nginx.invalid_header": "'upstream sent invalid header'",
+    "nginx.connect_timeout": "'upstream timed out ... while connecting'",
+    "nginx.no_live_upstreams": "'no live upstreams'",
+    "nginx.read_timeout": "'upstream timed out ... while reading response header'",
+}
+
+
+@dataclass
+class Candidate:
+    """One possible cause of the 502s, with the evidence gathered for it."""
+
+    id: str
+    title: str
+    fix: str | None = None
+    status: int = 502
+    points: int = 0
+    verdict: str = ""
+    evidence: list[str] = field(default_factory=list)
+    ruled_out_because: str = ""
+
+    def add(self, points: int, line: str) -> None:
+        self.points += points
+        self.evidence.append(line)
+
+
+@dataclass
+class Triage:
+    winner: Candidate | None
+    others: list[Candidate]
+    ruled_out: list[Candidate]
+    notes: list[str]
+    probes: list
+    log_summaries: dict[str, dict]
+    unavailable: list[str]
+
+
+def _optional(ctx: Context, name: str, unavailable: list[str]):
+    try:
+        return ctx.fact(name)
+    except FactUnavailable as exc:
+        unavailable.append(f"{name}: {exc.reason}")
+        return None
+
+
+def _log_points(count: int) -> int:
+    return min(count * LOG_POINTS_PER_LINE, LOG_POINTS_CAP)
+
+
+def _count_line(summary, what: str) -> str:
+    first = summary.first.strftime("%Y-%m-%d %H:%M:%S") if summary.first else "?"
+    last = summary.last.strftime("%Y-%m-%d %H:%M:%S") if summary.last else "?"
+    return f"{what}: {summary.count} lines, first {first}, last {last}"
+
+
+@fact("triage")
+def triage(ctx: Context) -> Triage:
+    """Gather the evidence and rank the candidate causes of 502 responses."""
+    from doctor.logscan import summarize
+
+    unavailable: list[str] = []
+    settings = ctx.fact("settings")
+    nginx = _optional(ctx, "nginx", unavailable)
+    probes = _optional(ctx, "upstream_probes", unavailable) or []
+    masters = _optional(ctx, "masters", unavailable)
+    nginx_log = _optional(ctx, "nginx_log", unavailable)
+    gunicorn_events = _gunicorn_events(ctx, unavailable)
+    nginx_events = _relevant_nginx_events(ctx, nginx, settings, nginx_log)
+    nginx_summary = summarize(nginx_events)
+    gunicorn_summary = summarize(gunicorn_events)
+
+    candidates = _candidates(ctx, settings, nginx)
+    evidence = _Evidence(
+        ctx, settings, nginx, probes, masters, nginx_summary, gunicorn_summary
+    )
+    for candidate in candidates.values():
+        collect = getattr(evidence, "for_" + candidate.id.replace("-", "_"))
+        collect(candidate)
+
+    ranked = sorted(
+        (c for c in candidates.values() if c.points > 0),
+        key=lambda c: (c.status != 502, -c.points),
+    )
+    winner = ranked[0] if ranked and ranked[0].status == 502 else None
+    others = [c for c in ranked if c is not winner]
+    ruled_out = [c for c in candidates.values() if c.points == 0]
+    for candidate in ruled_out:
+        if not candidate.ruled_out_because:
+            candidate.ruled_out_because = evidence.default_reason(candidate)
+    return Triage(
+        winner=winner,
+        others=others,
+        ruled_out=ruled_out,
+        notes=evidence.notes,
+        probes=probes,
+        log_summaries={
+            "nginx": nginx_summary,
+            "gunicorn": gunicorn_summary,
+        },
+        unavailable=unavailable,
+    )
+
+
+def _gunicorn_events(ctx: Context, unavailable: list[str]) -> list:
+    from doctor.facts.logevents import worker_kills
+
+    try:
+        return worker_kills(ctx)
+    except FactUnavailable as exc:
+        unavailable.append(f"gunicorn_log: {exc.reason}")
+        return []
+
+
+def _bind_addresses(settings) -> set[str]:
+    from doctor.upstream import parse_bind
+
+    found = set()
+    for bind in settings.get("bind") or []:
+        address = parse_bind(bind)
+        if address is not None:
+            found.add(address.describe())
+    return found
+
+
+def _relevant_nginx_events(ctx, nginx, settings, nginx_log) -> list:
+    """Keep nginx's events about this deployment: its binds or nginx's targets for it."""
+    if nginx_log is None:
+        return []
+    wanted = _bind_addresses(settings)
+    if nginx is not None:
+        wanted |= {t.describe() for t in nginx.proxy_targets if t.kind != "variable"}
+    relevant = []
+    for event in nginx_log.events:
+        if (
+            event.upstream is None
+            or event.upstream in wanted
+            or _wildcard_match(event.upstream, wanted)
+        ):
+            relevant.append(event)
+    return relevant
+
+
+def _wildcard_match(upstream: str, wanted: set[str]) -> bool:
+    port = upstream.rsplit(":", 1)[-1]
+    return any(
+        w.startswith(("0.0.0.0:", "[::]:")) and w.endswith(":" + port) for w in wanted
+    )
+
+
+def _candidates(ctx: Context, settings, nginx) -> dict[str, Candidate]:
+    unit = ctx.target.unit
+    service = unit.value.rsplit("/", 1)[-1] if unit else None
+    start = f"systemctl start {service}" if service else "start gunicorn"
+    logs = f"journalctl -u {service} -n 50" if service else "gunicorn's error log"
+    items = [
+        Candidate(
+            "upstream-mismatch", "nginx forwards to an address gunicorn does not bind"
+        ),
+        Candidate(
+            "gunicorn-down",
+            "gunicorn is not running",
+            fix=f"{start}; if it exits again, read {logs}",
+        ),
+        Candidate("app-boot-failure", "gunicorn's workers fail to boot the app"),
+        Candidate("socket-missing", "the unix socket nginx connects to does not exist"),
+        Candidate("socket-permission", "nginx's user cannot reach the unix socket"),
+        Candidate(
+            "selinux",
+            "SELinux stops nginx from connecting to a TCP port",
+            fix="setsebool -P httpd_can_network_connect 1",
+        ),
+        Candidate("worker-timeout", "gunicorn kills workers that exceed its timeout"),
+        Candidate(
+            "oom-kill",
+            "the kernel's OOM killer kills gunicorn workers",
+            fix="Lower workers or max memory per worker (max_requests with jitter),"
+            " or give the host more memory",
+        ),
+        Candidate(
+            "worker-sigkill",
+            "workers die of SIGKILL with no WORKER TIMEOUT before",
+            fix="Read the kernel log (dmesg -T | grep -i oom) as root to tell an OOM"
+            " kill from an operator's kill -9",
+        ),
+        Candidate(
+            "too-big-header",
+            "the app's response headers exceed nginx's proxy_buffer_size",
+            fix="proxy_buffer_size 16k; proxy_buffers 8 16k;  (in the location)",
+        ),
+        Candidate(
+            "invalid-header",
+            "the upstream sends bytes nginx cannot parse as HTTP headers",
+        ),
+        Candidate(
+            "workers-busy",
+            "every gunicorn worker is busy or hung, so connections wait",
+            fix="Add workers or threads, or find the slow requests in the access log",
+        ),
+        Candidate("app-errors", "the app itself answers with 5xx", status=500),
+        Candidate(
+            "read-timeout",
+            "nginx gives up before gunicorn answers (504, not 502)",
+            status=504,
+        ),
+    ]
+    return {c.id: c for c in items}
+
+
+class _Evidence:
+    """The evidence sources, with one method per candidate to weigh them."""
+
+    def __init__(
+        self, ctx, settings, nginx, probes, masters, nginx_summary, gunicorn_summary
+    ):
+        self.ctx = ctx
+        self.settings = settings
+        self.nginx = nginx
+        self.probes = [p for p in probes if not p.through_nginx]
+        self.nginx_probes = [p for p in probes if p.through_nginx]
+        self.masters = masters
+        self.nginx_log = nginx_summary
+        self.gunicorn_log = gunicorn_summary
+        self.notes: list[str] = []
+        self.binds = ", ".join(settings.get("bind") or [])
+        self.nginx_log_read = ctx.peek("nginx_log") is not None
+        self.gunicorn_log_read = ctx.peek("gunicorn_log") is not None
+
+    # --- helpers ---------------------------------------------------------
+
+    def _probe_verdicts(self, *verdicts: str) -> list:
+        return [p for p in self.probes if p.outcome.verdict in verdicts]
+
+    def _log(
+        self, candidate, summary_key: str, what: str, source: str = "nginx"
+    ) -> int:
+        summaries = self.nginx_log if source == "nginx" else self.gunicorn_log
+        summary = summaries.get(summary_key)
+        if summary is None:
+            return 0
+        candidate.add(_log_points(summary.count), _count_line(summary, what))
+        candidate.evidence.extend(f"  {line}" for line in summary.samples)
+        return summary.count
+
+    def _this_master(self):
+        if self.masters is None:
+            return None
+        chdir = self.ctx.target.chdir.value if self.ctx.target.chdir else None
+        if self.ctx.target.pid is not None:
+            return next((m for m in self.masters if m.pid == self.ctx.target.pid), None)
+        return next((m for m in self.masters if m.process.cwd == chdir), None)
+
+    def default_reason(self, candidate) -> str:
+        """Say what was looked at for ``candidate`` and found clean."""
+        signatures, verdicts = RELEVANT.get(candidate.id, ((), ()))
+        parts = []
+        for signature in signatures:
+            source, _, name = signature.partition(".")
+            if (source == "nginx" and not self.nginx_log_read) or (
+                source == "gunicorn" and not self.gunicorn_log_read
+            ):
+                continue
+            parts.append(f"no {SIGNATURE_TEXT.get(signature, name)} in {source}'s log")
+        if verdicts and self.probes:
+            parts.append(
+                "the probe of "
+                + ", ".join(f"{p.bind} got {p.outcome.verdict}" for p in self.probes)
+            )
+        if not parts:
+            return "nothing that would show it could be examined (see Not examined)"
+        return "; ".join(parts)
+
+    # --- one method per candidate ---------------------------------------
+
+    def for_upstream_mismatch(self, candidate) -> None:
+        if self.nginx is None:
+            candidate.ruled_out_because = "nginx's configuration is not known"
+            return
+        from doctor.addresses import bind_serves, tcp_and_unix_binds
+
+        binds = tcp_and_unix_binds(self.settings)
+        targets = [t for t in self.nginx.proxy_targets if t.kind != "variable"]
+        if not targets or not binds:
+            candidate.ruled_out_because = "nginx proxies to no fixed address"
+            return
+        if any(bind_serves(b, t, self.ctx) for b in binds for t in targets):
+            served = [
+                t for t in targets if any(bind_serves(b, t, self.ctx) for b in binds)
+            ]
+            candidate.ruled_out_because = (
+                f"nginx forwards to {', '.join(sorted({t.describe() for t in served}))},"
+                f" where gunicorn listens"
+            )
+            return
+        described = ", ".join(sorted({t.describe() for t in targets}))
+        first = targets[0]
+        candidate.add(
+            CONFIG_POINTS,
+            f"{first.location}: {first.text} while gunicorn binds {self.binds}",
+        )
+        refused = 0
+        for key, what in (
+            ("nginx.refused", "connect() failed (111: Connection refused)"),
+            ("nginx.unix_missing", "connect() to unix socket failed (2: No such file)"),
+        ):
+            refused += self._log(candidate, key, what)
+        candidate.verdict = (
+            f"nginx connects to {described} but gunicorn listens on {self.binds}"
+            + (f" — {refused} refused connections in the window" if refused else "")
+        )
+        candidate.fix = (
+            f"Point {first.directive} at gunicorn in {first.location}"
+            f" (proxy_pass http://{self.binds.split(',')[0].strip()};), then"
+            " nginx -t && systemctl reload nginx; or change gunicorn's bind to"
+            f" {first.describe()}"
+        )
+
+    def for_gunicorn_down(self, candidate) -> None:
+        master = self._this_master()
+        refused = self._probe_verdicts("refused", "socket_missing")
+        if master is not None:
+            candidate.ruled_out_because = f"master pid {master.pid} is running"
+            return
+        if self.masters is not None:
+            candidate.add(PROCESS_POINTS, "no gunicorn master of this deployment runs")
+        for run in refused:
+            candidate.add(PROBE_POINTS, f"probe {run.bind}: {run.outcome.detail}")
+        self._log(
+            candidate, "nginx.refused", "connect() failed (111: Connection refused)"
+        )
+        self._log(
+            candidate, "nginx.unix_missing", "unix socket missing (2: No such file)"
+        )
+        if candidate.points and not refused and self.masters is None:
+            candidate.points //= 2
+        candidate.verdict = (
+            f"gunicorn is not running: nothing accepts connections on {self.binds}"
+        )
+
+    def for_app_boot_failure(self, candidate) -> None:
+        total = 0
+        for key, what in (
+            ("gunicorn.worker_boot_failed", "Reason: Worker failed to boot."),
+            ("gunicorn.app_load_failed", "Reason: App failed to load."),
+            ("gunicorn.exception_in_worker", "Exception in worker process"),
+        ):
+            total += self._log(candidate, key, what, source="gunicorn")
+        imported = self.ctx.peek("app_import")
+        if imported is not None and imported.status not in (None, "ok"):
+            candidate.add(
+                PROBE_POINTS,
+                f"importing {imported.spec} fails now: {imported.data.get('message')}",
+            )
+        if candidate.points:
+            candidate.verdict = (
+                "gunicorn cannot boot its workers: the app fails to load"
+                + (f" ({total} boot failures logged)" if total else "")
+            )
+            candidate.fix = (
+                "Fix the import error shown in the evidence (gunicorn-doctor check"
+                " --select import names it), then restart the service"
+            )
+
+    def for_socket_missing(self, candidate) -> None:
+        for run in self._probe_verdicts("socket_missing"):
+            candidate.add(PROBE_POINTS, f"probe {run.bind}: {run.outcome.detail}")
+        self._log(
+            candidate,
+            "nginx.unix_missing",
+            "connect() to unix:... failed (2: No such file or directory)",
+        )
+        if self.nginx is not None and self.nginx.private_tmp:
+            tmp = [
+                t
+                for t in self.nginx.proxy_targets
+                if t.kind == "unix" and t.path.startswith("/tmp/")
+            ]
+            if tmp:
+                candidate.add(
+                    CONFIG_POINTS,
+                    f"nginx runs with PrivateTmp=yes, so it cannot see {tmp[0].path}",
+                )
+        if candidate.points:
+            candidate.verdict = "the unix socket nginx connects to does not exist"
+            candidate.fix = (
+                "Start gunicorn (it creates the socket), bind it to the path nginx"
+                " uses, and keep sockets out of /tmp when nginx has PrivateTmp=yes"
+            )
+
+    def for_socket_permission(self, candidate) -> None:
+        for run in self._probe_verdicts("permission_denied"):
+            candidate.add(PROBE_POINTS, f"probe {run.bind}: {run.outcome.detail}")
+        count = self._log(
+            candidate,
+            "nginx.unix_permission",
+            "connect() to unix:... failed (13: Permission denied)",
+        )
+        verdict = self._socket_path_verdict(candidate)
+        if candidate.points:
+            candidate.verdict = (
+                "nginx's workers cannot open gunicorn's unix socket"
+                + (f": {verdict}" if verdict else "")
+                + (f" ({count} refusals logged)" if count else "")
+            )
+
+    def _socket_path_verdict(self, candidate) -> str | None:
+        if self.nginx is None or not self.ctx.fs.is_live:
+            return None
+        from doctor.perms import WRITE, check_path, identity_for
+
+        user = self.nginx.user or "www-data"
+        who = identity_for(self.ctx.fs, user)
+        if who is None:
+            return None
+        for bind in self.settings.get("bind") or []:
+            if not bind.startswith("unix:"):
+                continue
+            verdict = check_path(self.ctx.fs, bind[len("unix:") :], who, WRITE)
+            if not verdict.ok and not verdict.missing:
+                candidate.add(CONFIG_POINTS, verdict.explain(who))
+                candidate.evidence.extend(f"  {row}" for row in verdict.rows)
+                candidate.fix = (
+                    f"Let {user} reach the socket: chmod o+x {verdict.blocking}, or"
+                    f" put the socket in a directory owned by the service's group"
+                    f" and add {user} to that group"
+                )
+                return verdict.explain(who)
+        return None
+
+    def for_selinux(self, candidate) -> None:
+        count = self._log(
+            candidate,
+            "nginx.tcp_permission",
+            "connect() to TCP failed (13: Permission denied)",
+        )
+        if count:
+            candidate.verdict = (
+                f"nginx is denied TCP connections to gunicorn ({count} times):"
+                " SELinux blocks httpd from connecting to the network"
+            )
+
+    def for_worker_timeout(self, candidate) -> None:
+        timeouts = self._log(
+            candidate, "gunicorn.worker_timeout", "WORKER TIMEOUT", "gunicorn"
+        )
+        self._log(
+            candidate,
+            "gunicorn.timeout_kill",
+            "SIGKILL after WORKER TIMEOUT",
+            "gunicorn",
+        )
+        premature = self._log(
+            candidate, "nginx.premature_close", "upstream prematurely closed connection"
+        )
+        self._log(
+            candidate, "nginx.reset", "recv() failed (104: Connection reset by peer)"
+        )
+        if not timeouts:
+            if candidate.points:
+                candidate.points = 0
+                candidate.evidence.clear()
+            return
+        timeout = self.settings.get("timeout")
+        nginx_wait = self._nginx_read_timeout()
+        candidate.verdict = (
+            f"gunicorn kills requests after {timeout} s (WORKER TIMEOUT ×{timeouts})"
+            + (f" while nginx waits {nginx_wait:g} s" if nginx_wait else "")
+            + (f"; nginx saw {premature} premature closes" if premature else "")
+        )
+        where = self.settings.location("timeout")
+        candidate.fix = (
+            f"Raise gunicorn's timeout above the slowest request"
+            f" ({where or 'timeout = ...'}), and keep nginx's proxy_read_timeout"
+            " above it; or make the slow requests faster"
+        )
+
+    def _nginx_read_timeout(self) -> float | None:
+        from doctor.facts.upstream_probes import nginx_seconds
+
+        if self.nginx is None:
+            return None
+        for target in self.nginx.proxy_targets:
+            directive = target.settings.get("proxy_read_timeout")
+            if directive:
+                return nginx_seconds(directive.args[0])
+        return 60.0 if self.nginx.proxy_targets else None
+
+    def for_oom_kill(self, candidate) -> None:
+        count = self._log(
+            candidate,
+            "gunicorn.oom_kill",
+            "worker SIGKILL matched by a kernel OOM kill",
+            "gunicorn",
+        )
+        if count:
+            self._log(
+                candidate,
+                "nginx.premature_close",
+                "upstream prematurely closed connection",
+            )
+            candidate.verdict = (
+                f"the kernel's OOM killer killed {count} gunicorn workers"
+            )
+
+    def for_worker_sigkill(self, candidate) -> None:
+        count = self._log(
+            candidate,
+            "gunicorn.sigkill",
+            "Worker was sent SIGKILL! Perhaps out of memory?",
+            "gunicorn",
+        )
+        if count:
+            self._log(
+                candidate,
+                "nginx.premature_close",
+                "upstream prematurely closed connection",
+            )
+            candidate.verdict = (
+                f"{count} workers died of SIGKILL with no WORKER TIMEOUT before:"
+                " the OOM killer or an operator, which the kernel log would tell"
+            )
+
+    def for_too_big_header(self, candidate) -> None:
+        for run in self._probe_verdicts("headers_too_big"):
+            candidate.add(PROBE_POINTS, f"probe {run.bind}: {run.outcome.detail}")
+        count = self._log(
+            candidate, "nginx.too_big_header", "upstream sent too big header"
+        )
+        if candidate.points:
+            candidate.verdict = (
+                "the app's response headers are larger than nginx's proxy_buffer_size"
+                + (f" ({count} responses refused)" if count else "")
+            )
+
+    def for_invalid_header(self, candidate) -> None:
+        count = self._log(
+            candidate, "nginx.invalid_header", "upstream sent invalid header"
+        )
+        for run in self._probe_verdicts("not_http"):
+            candidate.add(PROBE_POINTS, f"probe {run.bind}: {run.outcome.detail}")
+        if candidate.points:
+            candidate.verdict = (
+                "nginx receives something that is not an HTTP response"
+                + (f" ({count} times)" if count else "")
+            )
+            candidate.fix = (
+                "Check that nginx uses proxy_pass (not uwsgi_pass/fastcgi_pass) and"
+                " that the app writes no bytes outside the response"
+            )
+
+    def for_workers_busy(self, candidate) -> None:
+        for run in self._probe_verdicts("no_response", "connect_timeout"):
+            candidate.add(PROBE_POINTS, f"probe {run.bind}: {run.outcome.detail}")
+        self._log(
+            candidate,
+            "nginx.connect_timeout",
+            "upstream timed out (110) while connecting",
+        )
+        self._log(candidate, "nginx.no_live_upstreams", "no live upstreams")
+        if candidate.points:
+            candidate.verdict = (
+                "gunicorn accepts connections but no worker answers in time"
+            )
+
+    def for_app_errors(self, candidate) -> None:
+        for run in self._probe_verdicts("http_5xx"):
+            candidate.add(PROBE_POINTS, f"probe {run.bind}: {run.outcome.detail}")
+        self._log(
+            candidate,
+            "gunicorn.error_handling_request",
+            "Error handling request",
+            "gunicorn",
+        )
+        if candidate.points:
+            candidate.verdict = (
+                "the app answers with a server error itself; nginx passes it on"
+                " unchanged, so these are not 502s made by nginx"
+            )
+            candidate.fix = "Read the app's traceback in gunicorn's error log"
+
+    def for_read_timeout(self, candidate) -> None:
+        count = self._log(
+            candidate,
+            "nginx.read_timeout",
+            "upstream timed out (110) while reading response header",
+        )
+        for run in self._probe_verdicts("slow"):
+            candidate.add(PROBE_POINTS // 2, f"probe {run.bind}: {run.outcome.detail}")
+        if candidate.points:
+            wait = self._nginx_read_timeout()
+            candidate.verdict = (
+                f"nginx stops waiting after {wait:g} s and answers 504"
+                + (f" ({count} times)" if count else "")
+                + "; these are 504 Gateway Timeout, not 502"
+            )
+            candidate.fix = (
+                "Make the slow requests faster, or raise proxy_read_timeout (and"
+                " gunicorn's timeout with it)"
+            )
