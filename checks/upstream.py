@@ -43,10 +43,16 @@ def upstream_502(ctx: Context):
                 evidence=other.evidence,
             )
     if result.winner is None:
-        examined = len(result.probes)
+        if not result.observed:
+            raise FactUnavailable(
+                "no request could be sent and no log read: "
+                + "; ".join(result.unavailable)
+            )
         yield ok(
             "no cause of 502 responses is in evidence",
-            f"{examined} probes answered; the logs read show no upstream failure."
+            "Examined: "
+            + "; ".join(result.examined)
+            + "."
             + (
                 " Not examined: " + "; ".join(result.unavailable)
                 if result.unavailable

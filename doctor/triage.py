@@ -93,6 +93,12 @@ class Triage:
     probes: list
     log_summaries: dict[str, dict]
     unavailable: list[str]
+    examined: list[str] = field(default_factory=list)
+
+    @property
+    def observed(self) -> bool:
+        """Tell whether a probe ran or a log was read, beyond the configuration."""
+        return bool(self.probes) or any("'s log " in item for item in self.examined)
 
 
 def _optional(ctx: Context, name: str, unavailable: list[str]):
@@ -147,7 +153,24 @@ def triage(ctx: Context) -> Triage:
     for candidate in ruled_out:
         if not candidate.ruled_out_because:
             candidate.ruled_out_because = evidence.default_reason(candidate)
+    examined = [f"probe of {run.bind}" for run in probes]
+    if masters is not None:
+        examined.append("the process table")
+    if nginx is not None:
+        examined.append(f"nginx's configuration ({nginx.main_file})")
+    for name, evidence_log in (
+        ("nginx", nginx_log),
+        ("gunicorn", ctx.peek("gunicorn_log")),
+    ):
+        if evidence_log is None:
+            continue
+        for tail in evidence_log.tails:
+            if tail.error:
+                unavailable.append(f"{name}'s log: {tail.error}")
+            else:
+                examined.append(f"{name}'s log {tail.path} ({len(tail.lines)} lines)")
     return Triage(
+        examined=examined,
         winner=winner,
         others=others,
         ruled_out=ruled_out,
