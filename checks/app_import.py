@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from doctor import Context, FactUnavailable, Location, check, error, info, ok
 
 
@@ -242,20 +244,49 @@ def _bad_spec(ctx, result, data, context):
 
 def _gunicorn_rejects_spec(ctx, result, data, context):
     module, obj = data.get("module"), data.get("object")
+    version = data.get("gunicorn_version")
     exists = data.get("app_type") is not None
-    detail = (
-        f"gunicorn {data.get('gunicorn_version')} takes only a name or a factory"
-        f" call after the colon, not an attribute path like {obj!r}."
+    module_file = data.get("module_file") or f"{module.replace('.', '/')}.py"
+    alias = (
+        f"add `application = {obj}` at the end of {module_file} and start"
+        f" gunicorn with {module}:application"
     )
+    fix = alias[0].upper() + alias[1:]
+    if _takes_only_names(version):
+        detail = (
+            f"gunicorn {version} takes only a name after the colon, so it looks"
+            f" {obj!r} up as an attribute. Factory calls such as create_app()"
+            " need gunicorn 20.0.1 or later."
+        )
+        if "(" in obj:
+            upgrade = shlex.quote("gunicorn>=20.0.1")
+            fix = (
+                f"{ctx.fact('venv').path}/bin/pip install {upgrade}\n"
+                f"or, to keep gunicorn {version}: {alias}"
+            )
+    else:
+        detail = (
+            f"gunicorn {version} takes only a name or a factory call after the"
+            f" colon, not an attribute path like {obj!r}."
+        )
     if exists:
         detail += f" The object exists ({data.get('app_type')})."
     yield error(
         f"gunicorn rejects the app spec {result.spec!r}",
         detail,
-        fix=f"Add `application = {obj}` at the end of {module}.py and start"
-        f" gunicorn with {module}:application",
+        fix=fix,
         evidence=context + [data.get("message") or ""],
     )
+
+
+def _takes_only_names(version: str | None) -> bool:
+    """Tell whether this gunicorn looks the object up by name only (20.0.0)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version or "") < Version("20.0.1")
+    except InvalidVersion:
+        return False
 
 
 def _static_findings(ctx: Context, reason: str):

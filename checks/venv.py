@@ -8,7 +8,16 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from doctor import Context, FactUnavailable, Location, check, error, ok, warning
+from doctor import (
+    Context,
+    FactUnavailable,
+    Location,
+    check,
+    error,
+    info,
+    ok,
+    warning,
+)
 from doctor.findings import Finding
 
 
@@ -38,6 +47,17 @@ def venv_exists(ctx: Context):
     """
     venv = ctx.fact("venv")
     source = ctx.target.venv.source
+    if not venv.exists and venv.host_path.exists():
+        yield error(
+            f"virtualenv {venv.path} is not a directory",
+            f"The deployment names {venv.path} ({source}) as its virtualenv, but"
+            " it is a file, so gunicorn cannot start from it.",
+            fix="Name the venv directory, the one that contains pyvenv.cfg and"
+            f" bin/python, or move the file away and create the venv:\n"
+            f"python3 -m venv {venv.path}\n"
+            f"{venv.path}/bin/pip install -r requirements.txt",
+        )
+        return
     if not venv.exists:
         yield error(
             f"virtualenv {venv.path} does not exist",
@@ -129,8 +149,10 @@ def venv_gunicorn(ctx: Context):
         )
     version = venv.gunicorn_version
     problem = (venv.probe or {}).get("gunicorn_import_error")
-    pin = _requirement_pin(ctx, "gunicorn")
-    install = f"{venv.path}/bin/pip install {pin or 'gunicorn'}"
+    # Quoted because a pin such as gunicorn>=20.1 would otherwise be a
+    # shell redirection.
+    requirement = shlex.quote(_requirement_pin(ctx, "gunicorn") or "gunicorn")
+    install = f"{venv.path}/bin/pip install {requirement}"
     if version is None:
         yield error(
             f"gunicorn is not installed in {venv.path}",
@@ -141,16 +163,26 @@ def venv_gunicorn(ctx: Context):
         )
         return
     if problem:
+        detail = problem
+        fix = f"{venv.path}/bin/pip install --force-reinstall {requirement}"
+        if "pkg_resources" in problem:
+            # Reinstalling gunicorn would not help: its setuptools dependency
+            # resolves to a release without pkg_resources (removed in 82.0.0).
+            detail = (
+                f"gunicorn {version} imports pkg_resources, which setuptools"
+                f" removed in 82.0.0. {problem}"
+            )
+            fix = f"{venv.path}/bin/pip install {shlex.quote('setuptools<82')}"
         yield error(
             f"gunicorn {version} is installed in {venv.path} but does not import",
-            problem,
-            fix=f"{venv.path}/bin/pip install --force-reinstall {pin or 'gunicorn'}",
+            detail,
+            fix=fix,
             evidence=[problem],
         )
         return
     yield ok(
         f"gunicorn {version} is installed in {venv.path}",
-        f"read with {venv.packages_source}",
+        f"read from {venv.packages_source}",
     )
 
 
@@ -351,8 +383,9 @@ def venv_requirements(ctx: Context):
 
     Reads ``requirements.txt`` in the deployment directory (following
     ``-r`` includes) and compares each requirement with the distributions
-    installed in the venv. Lines pip accepts but that name no version
-    (``-e``, URLs) are listed as not compared.
+    installed in the venv. Editable lines (``-e``) name no version, so they
+    are listed as information, not compared. A direct URL
+    (``name @ https://...``) is checked for presence only.
     """
     requirements = ctx.fact("requirements")
     venv = ctx.fact("venv")
@@ -366,21 +399,36 @@ def venv_requirements(ctx: Context):
         )
     installed = venv.packages
     findings = list(_requirement_problems(requirements, installed, venv))
+    not_compared = []
     for problem in requirements.problems:
+        location = Location(problem.path, problem.line)
+        # An editable install is a valid line that has no version to compare,
+        # so it is reported as information, not as a fault of the file.
+        if problem.text.lstrip().startswith(("-e", "--editable")):
+            not_compared.append(
+                info(
+                    f"{problem.path}:{problem.line} not compared: {problem.message}",
+                    f"line: {problem.text}",
+                    location=location,
+                )
+            )
+            continue
         findings.append(
             warning(
                 f"{problem.path}:{problem.line} cannot be checked: {problem.message}",
                 f"line: {problem.text}",
-                location=Location(problem.path, problem.line),
+                location=location,
             )
         )
-    if findings:
-        yield from findings
-        return
-    yield ok(
-        f"all {len(requirements.requirements)} requirements of"
-        f" {requirements.path} are installed at compatible versions"
-    )
+    if not findings:
+        findings.append(
+            ok(
+                f"all {len(requirements.requirements)} requirements of"
+                f" {requirements.path} are installed at compatible versions"
+            )
+        )
+    yield from findings
+    yield from not_compared
 
 
 def _requirement_problems(requirements, installed: dict[str, str], venv):
@@ -413,19 +461,20 @@ def _requirement_problems(requirements, installed: dict[str, str], venv):
             " the app fails with ModuleNotFoundError when it imports them.",
             fix=pip,
             evidence=[f"{r.path}:{r.line}: {r.text}" for r in missing]
-            + [f"installed packages read with {venv.packages_source}"],
+            + [f"installed packages read from {venv.packages_source}"],
             location=Location(missing[0].path, missing[0].line),
         )
     if mismatched:
+        names = ", ".join(r.name for r, _version in mismatched)
         yield warning(
             f"{len(mismatched)} package(s) installed at a version requirements.txt"
-            " does not allow",
+            f" does not allow: {names}",
             "The venv drifted from the pinned requirements; the app runs with"
             " versions it was not tested with.",
             fix=pip,
             evidence=[
                 f"{r.path}:{r.line}: {r.text} (installed: {v})" for r, v in mismatched
             ]
-            + [f"installed packages read with {venv.packages_source}"],
+            + [f"installed packages read from {venv.packages_source}"],
             location=Location(mismatched[0][0].path, mismatched[0][0].line),
         )

@@ -120,6 +120,9 @@ def _import(ctx: Context, venv, inputs: _Inputs) -> ImportResult:
 
 def _app_spec(ctx: Context, settings) -> tuple[str, str]:
     if settings.app_uri:
+        app = ctx.target.app
+        if app is not None and app.value == settings.app_uri:
+            return settings.app_uri, app.source
         source = ctx.target.argv_source
         if settings.app_uri == settings.get("wsgi_app"):
             source = f"wsgi_app ({settings.source('wsgi_app')})"

@@ -50,10 +50,10 @@ class VenvInfo:
 
     @property
     def packages_source(self) -> str:
-        """How the package list was obtained: by running Python, or from disk."""
+        """Where the package list was read: by running Python, or from disk."""
         if self.probe is not None:
-            return f"importlib.metadata in {self.interpreter}"
-        return f"*.dist-info directories under {self.path}/lib (not executed)"
+            return f"the package metadata on the sys.path of {self.interpreter}"
+        return f"the *.dist-info directories under {self.path}/lib (not executed)"
 
     @property
     def python_version(self) -> str | None:
