@@ -10,7 +10,7 @@ import pytest
 
 GUNICORN_NEW_VERSION = "27.0.1"
 # The oldest 20.x release that installs, imports and serves on Python 3.11. It
-# needs pkg_resources, which setuptools 81 removed.
+# needs pkg_resources, which setuptools 82.0.0 removed.
 GUNICORN_OLD_VERSION = "20.0.0"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, field
 
 from doctor.context import Context, FactUnavailable, fact
@@ -61,31 +62,45 @@ def _logical_lines(text: str):
         yield start, buffer
 
 
-def _read(ctx: Context, path: str, result: Requirements, depth: int) -> None:
+_INCLUDE = re.compile(
+    r"^(?:(?P<short>-[rc])\s*=?\s*|(?P<long>--requirement|--constraint)(?:\s*=\s*|\s+))"
+    r"(?P<file>\S+)"
+)
+
+
+def _read(
+    ctx: Context,
+    path: str,
+    result: Requirements,
+    depth: int,
+    included_from: tuple[str, int, str] | None = None,
+) -> None:
     from packaging.requirements import InvalidRequirement, Requirement
 
     try:
         text = ctx.fs.host(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        where, number, line = included_from or (path, 0, "")
         result.problems.append(
-            RequirementProblem(path, 0, "", f"cannot be read: {exc}")
+            RequirementProblem(where, number, line, f"{path} cannot be read: {reason}")
         )
         return
     for number, line in _logical_lines(text):
         stripped = line.split(" #", 1)[0].strip()
         if not stripped or stripped.startswith("#"):
             continue
-        if stripped.startswith(("-r ", "--requirement", "-c ", "--constraint")):
-            include = stripped.split(None, 1)[1] if " " in stripped else ""
-            include = include.split("=", 1)[-1].strip()
+        include = _INCLUDE.match(stripped)
+        if include:
             if depth >= MAX_INCLUDE_DEPTH:
                 result.problems.append(
                     RequirementProblem(path, number, line, "includes nest too deep")
                 )
                 continue
-            if stripped.startswith(("-r", "--requirement")):
-                included = posixpath.join(posixpath.dirname(path), include)
-                _read(ctx, included, result, depth + 1)
+            # Constraint files limit versions but install nothing themselves.
+            if (include["short"] or include["long"]) in ("-r", "--requirement"):
+                included = posixpath.join(posixpath.dirname(path), include["file"])
+                _read(ctx, included, result, depth + 1, (path, number, line))
             continue
         if stripped.startswith("-"):
             if stripped.startswith(("-e", "--editable")):
