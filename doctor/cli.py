@@ -348,13 +348,14 @@ PathOpt = Annotated[
 
 
 def _window_options(options, since: str, log_bytes: str, path: str) -> None:
-    from doctor.timespec import parse_since, parse_size
+    from doctor.logscan import parse_since
+    from doctor.timespec import parse_size
 
     try:
         options.since = parse_since(since)
         options.log_bytes = parse_size(log_bytes)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(f"--since/--log-bytes: {exc}") from None
     if not path.startswith("/"):
         raise _fail(f"--path {path!r} must start with '/', e.g. --path /health")
     options.probe_path = path

@@ -80,8 +80,8 @@ class Options:
     # Whether the settings probe also imports the app; the CLI turns it off
     # when no selected check needs the import.
     import_app: bool = True
-    # Log window: only lines newer than ``since`` (naive local time, as nginx
-    # writes it), and never more than ``log_bytes`` from the end of a file.
+    # Log window: only lines newer than ``since`` (an aware datetime), and
+    # never more than ``log_bytes`` from the end of a file.
     since: datetime | None = None
     log_bytes: int = 4 << 20
     # Upstream probe: request path, and whether to go through nginx too.

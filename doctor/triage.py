@@ -165,10 +165,13 @@ def triage(ctx: Context) -> Triage:
         if evidence_log is None:
             continue
         for tail in evidence_log.tails:
-            if tail.error:
+            # A binary or partly unreadable log still yields its text lines.
+            if tail.error and not tail.lines:
                 unavailable.append(f"{name}'s log: {tail.error}")
-            else:
-                examined.append(f"{name}'s log {tail.path} ({len(tail.lines)} lines)")
+                continue
+            examined.append(f"{name}'s log {tail.path} ({len(tail.lines)} lines)")
+            if tail.error:
+                unavailable.append(f"{name}'s log, in part: {tail.error}")
     return Triage(
         examined=examined,
         winner=winner,
