@@ -145,10 +145,10 @@ def test_unit_execstart_differs(deployment, venv_gunicorn_new, tmp_path):
 
 @pytest.mark.parametrize("flag", ["--static", "--root"])
 def test_skipped_without_live_host(flag, tmp_path):
-    args = ["--static"] if flag == "--static" else ["--root", str(tmp_path)]
-    if flag == "--root":
-        root = copy_fixture("ecommerce", tmp_path)
-        args = ["--root", str(root)]
+    if flag == "--static":
+        args = ["--static", "--chdir", str(copy_fixture("healthy", tmp_path))]
+    else:
+        args = ["--root", str(copy_fixture("ecommerce", tmp_path))]
     report, _ = run_json("check", *args, "--select", "config-reloaded")
     (finding,) = findings_of(report, "config-reloaded")
     assert finding["severity"] == "skipped"
