@@ -6,11 +6,10 @@ from doctor import Context, FactUnavailable, Location, check, error, info, ok, w
 from doctor.addresses import (
     bind_covers,
     bind_serves,
+    gunicorn_address,
     resolve_loopback_name,
     tcp_and_unix_binds,
 )
-
-UWSGI_PROTOCOL_SINCE = (24, 0)
 
 
 @check(
@@ -159,6 +158,9 @@ def _family_findings(ctx: Context, target, binds):
     resolved = resolve_loopback_name(ctx, target.host)
     if len(resolved) < 2:
         return []
+    binds = [
+        (b[0], gunicorn_address(ctx, b[1]), b[2], b[3]) if b[1] else b for b in binds
+    ]
     served = {a for a in resolved if any(bind_covers(b, a, target.port) for b in binds)}
     missing = sorted(resolved - served)
     if not missing:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 from doctor.facts.nginx import split_host_port
 
 
@@ -21,31 +19,27 @@ def tcp_and_unix_binds(
     return binds
 
 
-def hosts_file_addresses(ctx, host: str) -> set[str]:
-    """Return the addresses the root's /etc/hosts gives ``host``."""
-    try:
-        text = ctx.fs.host("/etc/hosts").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    found = set()
-    for line in text.splitlines():
-        words = line.split("#", 1)[0].split()
-        if len(words) > 1 and host in words[1:]:
-            found.add(words[0])
-    return found
-
-
 def resolve_loopback_name(ctx, host: str) -> set[str]:
-    """Return the addresses a host name resolves to, for loopback names only."""
-    if host in ("localhost", "localhost.localdomain", "ip6-localhost"):
-        if not ctx.fs.is_live:
-            return hosts_file_addresses(ctx, host) or {"127.0.0.1", "::1"}
-        try:
-            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except socket.gaierror:
-            return {host}
-        return {item[4][0] for item in infos}
-    return {host}
+    """Return every address nginx gets for ``host``; an IP literal is itself.
+
+    Names are resolved only from /etc/hosts (under the root), never by DNS.
+    A name the hosts file does not list is returned unchanged.
+    """
+    from doctor.facts.binds import is_ip_literal, resolve_name
+
+    if is_ip_literal(host):
+        return {host}
+    resolution = resolve_name(ctx, host)
+    return set(resolution.nginx) or {host}
+
+
+def gunicorn_address(ctx, host: str) -> str:
+    """Return the address gunicorn binds for ``host``: an IPv4 for a name."""
+    from doctor.facts.binds import is_ip_literal, resolve_name
+
+    if is_ip_literal(host) or host in ("", "0.0.0.0", "::", "[::]"):
+        return host
+    return resolve_name(ctx, host).gunicorn or host
 
 
 def bind_covers(bind, address: str, port: int | None) -> bool:
@@ -68,7 +62,9 @@ def bind_serves(bind, target, ctx) -> bool:
             path is not None
             and ctx.fs.resolve(path)[0] == ctx.fs.resolve(target.path)[0]
         )
+    text, host, port, path = bind
+    resolved = (text, gunicorn_address(ctx, host), port, path)
     return any(
-        bind_covers(bind, a, target.port)
+        bind_covers(resolved, a, target.port)
         for a in resolve_loopback_name(ctx, target.host)
     )

@@ -157,3 +157,14 @@ def test_variable_proxy_pass_is_named(tmp_path):
     report, _ = check(deployment, conf, "nginx-upstream")
     severities = {f["severity"] for f in findings_of(report, "nginx-upstream")}
     assert "info" in severities
+
+
+def test_bind_by_name_matches_its_address(tmp_path):
+    deployment = make_deployment(tmp_path, "localhost:8000")
+    conf = write_config(
+        tmp_path / "nginx",
+        "server { listen 127.0.0.1:8080; location / { proxy_pass http://127.0.0.1:8000; } }",
+    )
+    report, _ = check(deployment, conf, "nginx-upstream")
+    (finding,) = findings_of(report, "nginx-upstream")
+    assert finding["severity"] == "ok"
