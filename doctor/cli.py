@@ -230,6 +230,14 @@ def check(
     verbose: VerboseOpt = False,
     pid: PidOpt = None,
     nginx: NginxOpt = None,
+    lb_idle_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--lb-idle-timeout",
+            help="Idle timeout in seconds of a load balancer in front (e.g. 60).",
+            min=0,
+        ),
+    ] = None,
     all_masters: Annotated[
         bool,
         typer.Option(
@@ -252,7 +260,11 @@ def check(
         registry = _load_registry_or_fail()
         _reject_unknown_names(registry, selected + ignored)
     options = Options(
-        static=static, probe_timeout=probe_timeout, verbose=verbose, import_app=True
+        static=static,
+        probe_timeout=probe_timeout,
+        verbose=verbose,
+        import_app=True,
+        lb_idle_timeout=lb_idle_timeout,
     )
     discovery = _discovery_options(
         app_spec, chdir, config, venv, unit, root, pid=pid, nginx=nginx

@@ -87,6 +87,9 @@ class Options:
     # Upstream probe: request path, and whether to go through nginx too.
     probe_path: str = "/"
     through_nginx: bool = False
+    # Idle timeout, in seconds, of a load balancer in front of nginx or
+    # gunicorn (--lb-idle-timeout), or None when there is none.
+    lb_idle_timeout: float | None = None
 
 
 @dataclass
