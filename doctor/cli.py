@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -32,6 +33,8 @@ class OutputFormat(StrEnum):
     plain = "plain"
     json = "json"
     markdown = "markdown"
+    junit = "junit"
+    sarif = "sarif"
 
 
 class FailLevel(StrEnum):
@@ -91,6 +94,16 @@ NginxOpt = Annotated[
         "--nginx", help="nginx's main config file (default: /etc/nginx/nginx.conf)."
     ),
 ]
+
+
+def output_file_option(flag: str, what: str):
+    """Build the annotation of an --output-FORMAT option."""
+    return Annotated[
+        Path | None,
+        typer.Option(flag, help=f"Also write the report as {what} to this file."),
+    ]
+
+
 PidOpt = Annotated[
     int | None,
     typer.Option(
@@ -199,7 +212,15 @@ def check(
     venv: VenvOpt = None,
     unit: UnitOpt = None,
     root: RootOpt = None,
-    static: StaticOpt = False,
+    static: Annotated[
+        bool | None,
+        typer.Option(
+            "--static/--no-static",
+            help="Execute nothing from the target: no config execution, no import,"
+            " no probes, no process table.",
+            show_default=False,
+        ),
+    ] = None,
     select: Annotated[
         list[str] | None,
         typer.Option(
@@ -215,18 +236,52 @@ def check(
         ),
     ] = None,
     fail_on: Annotated[
-        FailLevel,
-        typer.Option("--fail-on", help="Exit 1 when a finding reaches this severity."),
-    ] = FailLevel.error,
-    output_format: FormatOpt = OutputFormat.rich,
+        FailLevel | None,
+        typer.Option(
+            "--fail-on",
+            help="Exit 1 when a finding reaches this severity [default: error].",
+            show_default=False,
+        ),
+    ] = None,
+    exit_zero: Annotated[
+        bool,
+        typer.Option("--exit-zero", help="Exit 0 even when findings reach --fail-on."),
+    ] = False,
+    output_format: Annotated[
+        OutputFormat | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Output format on stdout [default: rich, plain when not a terminal].",
+            show_default=False,
+        ),
+    ] = None,
+    output_json: output_file_option("--output-json", "JSON") = None,
+    output_sarif: output_file_option("--output-sarif", "SARIF 2.1.0") = None,
+    output_junit: output_file_option("--output-junit", "JUnit XML") = None,
+    output_markdown: output_file_option("--output-markdown", "Markdown") = None,
     ascii_only: Annotated[
         bool, typer.Option("--ascii", help="Use ASCII marks instead of ✓ ! ✗.")
     ] = False,
     check_timeout: Annotated[
-        float,
-        typer.Option("--check-timeout", help="Seconds one check may run.", min=0.1),
-    ] = 60.0,
-    probe_timeout: ProbeTimeoutOpt = 20.0,
+        float | None,
+        typer.Option(
+            "--check-timeout",
+            help="Seconds one check may run [default: 60].",
+            min=0.1,
+            show_default=False,
+        ),
+    ] = None,
+    probe_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--probe-timeout",
+            help="Seconds a probe that runs the target's Python may take"
+            " [default: 20].",
+            min=0.1,
+            show_default=False,
+        ),
+    ] = None,
     verbose: VerboseOpt = False,
     pid: PidOpt = None,
     nginx: NginxOpt = None,
@@ -245,12 +300,33 @@ def check(
         ),
     ] = False,
 ) -> None:
-    """Run the checks and report problems with evidence and fixes."""
+    """Run the checks and report problems with evidence and fixes.
+
+    Options not given on the command line come from the project's
+    configuration: [tool.gunicorn-doctor] in pyproject.toml, or
+    .gunicorn-doctor.toml, found from the deployment directory upward.
+    """
     from doctor.context import Options
     from doctor.findings import Severity
     from doctor.reports import render, render_many
 
-    selected, ignored = _split_names(select), _split_names(ignore)
+    discovery = _discovery_options(
+        app_spec, chdir, config, venv, unit, root, pid=pid, nginx=nginx
+    )
+    targets = _discover_all(discovery) if all_masters else [_discover(discovery)]
+    tool = _load_tool_config(targets[0])
+    given = {
+        "select": select,
+        "ignore": ignore,
+        "fail_on": fail_on.value if fail_on else None,
+        "static": static,
+        "format": output_format.value if output_format else None,
+        "check_timeout": check_timeout,
+        "probe_timeout": probe_timeout,
+        "lb_idle_timeout": lb_idle_timeout,
+    }
+    chosen = _merge_options(given, tool)
+    selected, ignored = _split_names(chosen["select"]), _split_names(chosen["ignore"])
     # With every check selected, the settings probe (the slowest step, a
     # child process) is known to be needed before the registry is even
     # loaded, so it starts first and runs while the checks are set up.
@@ -260,16 +336,12 @@ def check(
         registry = _load_registry_or_fail()
         _reject_unknown_names(registry, selected + ignored)
     options = Options(
-        static=static,
-        probe_timeout=probe_timeout,
+        static=chosen["static"],
+        probe_timeout=chosen["probe_timeout"],
         verbose=verbose,
         import_app=True,
-        lb_idle_timeout=lb_idle_timeout,
+        lb_idle_timeout=chosen["lb_idle_timeout"],
     )
-    discovery = _discovery_options(
-        app_spec, chdir, config, venv, unit, root, pid=pid, nginx=nginx
-    )
-    targets = _discover_all(discovery) if all_masters else [_discover(discovery)]
     reports = []
     for target in targets:
         examined = _examine(
@@ -278,19 +350,92 @@ def check(
             options,
             selected=selected,
             ignored=ignored,
-            check_timeout=check_timeout,
-            fail_on=Severity(fail_on.value),
+            check_timeout=chosen["check_timeout"],
+            fail_on=Severity(chosen["fail_on"]),
+            tool=tool,
         )
         registry = examined.registry
         reports.append(examined.report)
     style = {"ascii_only": ascii_only, "verbose": verbose}
-    if all_masters:
-        text = render_many(reports, output_format.value, **style)
-    else:
-        text = render(reports[0], output_format.value, **style)
+    try:
+        if all_masters:
+            text = render_many(reports, chosen["format"], **style)
+        else:
+            text = render(reports[0], chosen["format"], **style)
+        _write_outputs(
+            reports,
+            {
+                "json": output_json,
+                "sarif": output_sarif,
+                "junit": output_junit,
+                "markdown": output_markdown,
+            },
+            all_masters=all_masters,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     if text is not None:
         sys.stdout.write(text + "\n")
+    if exit_zero:
+        raise typer.Exit(0)
     raise typer.Exit(max(report.exit_code for report in reports))
+
+
+DEFAULTS = {
+    "select": None,
+    "ignore": None,
+    "fail_on": "error",
+    "static": False,
+    "format": "rich",
+    "check_timeout": 60.0,
+    "probe_timeout": 20.0,
+    "lb_idle_timeout": None,
+}
+
+
+def _merge_options(given: dict, tool) -> dict:
+    """Take each option from the command line, else the project config, else the default."""
+    chosen = {}
+    for key, default in DEFAULTS.items():
+        if given.get(key) is not None:
+            chosen[key] = given[key]
+        elif tool is not None and key in tool.values:
+            chosen[key] = tool.values[key]
+        else:
+            chosen[key] = default
+    return chosen
+
+
+def _load_tool_config(target):
+    """Load the project's gunicorn-doctor configuration, or exit 2 when it is invalid."""
+    from doctor.projectconfig import ToolConfigError, load_tool_config
+
+    start = target.chdir_host if target.chdir is not None else None
+    if start is None:
+        return None
+    try:
+        return load_tool_config(start)
+    except ToolConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _write_outputs(reports, paths: dict, *, all_masters: bool) -> None:
+    """Write the report to every --output-FORMAT file given."""
+    from doctor.reports import render, render_many
+
+    for fmt, path in paths.items():
+        if path is None:
+            continue
+        if all_masters:
+            text = render_many(reports, fmt)
+        else:
+            text = render(reports[0], fmt)
+        try:
+            path.write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(
+                f"--output-{fmt} {path}: cannot write: {exc.strerror}"
+            ) from None
 
 
 @dataclass
@@ -300,7 +445,7 @@ class _Examined:
 
 
 def _examine(
-    target, registry, options, *, selected, ignored, check_timeout, fail_on
+    target, registry, options, *, selected, ignored, check_timeout, fail_on, tool=None
 ) -> _Examined:
     """Run the selected checks on one target and build its report."""
     from dataclasses import replace
@@ -325,6 +470,12 @@ def _examine(
         ):
             ctx.prefetch("settings")
     findings = run_checks(ctx, specs, timeout=check_timeout)
+    if tool is not None:
+        from datetime import date
+
+        from doctor.projectconfig import apply_waivers
+
+        findings = apply_waivers(findings, tool, today=date.today())
     notes = list(target.notes) + [
         f"plugin failed to load: {e}" for e in registry.load_errors
     ]
@@ -337,6 +488,7 @@ def _examine(
         header=target.header(),
         target=target.to_dict(),
         notes=notes,
+        checks=specs,
     )
     return _Examined(report=report, registry=registry)
 

@@ -68,6 +68,8 @@ class Finding:
     evidence: list[str] = field(default_factory=list)
     location: Location | None = None
     duration: float | None = None
+    # Set when a project waiver covers the finding: {"reason", "expires", "source"}.
+    waiver: dict | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -80,20 +82,25 @@ class Finding:
             "evidence": list(self.evidence),
             "location": self.location.to_dict() if self.location else None,
             "duration": self.duration,
+            "waiver": self.waiver,
         }
 
 
 def summarize(findings: list[Finding]) -> dict[str, int]:
     counts = {str(severity): 0 for severity in Severity}
+    counts["waived"] = 0
     for finding in findings:
         counts[str(finding.severity)] += 1
+        if finding.waiver is not None:
+            counts["waived"] += 1
     return counts
 
 
 def exit_code_for(findings: list[Finding], fail_on: Severity) -> int:
-    """Return 1 when a finding reaches ``fail_on``, else 0."""
+    """Return 1 when a finding that no waiver covers reaches ``fail_on``, else 0."""
     threshold = fail_on.rank
-    if any(f.severity.rank >= threshold > 0 for f in findings):
+    live = [f for f in findings if f.waiver is None]
+    if any(f.severity.rank >= threshold > 0 for f in live):
         return 1
     return 0
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 from doctor.findings import Finding, summarize
 from doctor.redact import redact_finding, redact_text, redact_value
 
-FORMATS = ("rich", "plain", "json")
+# Formats rendered to a string, by module and function.
+TEXT_RENDERERS = {
+    "json": ("doctor.reports.json_report", "render_json"),
+    "markdown": ("doctor.reports.markdown", "render_markdown"),
+    "junit": ("doctor.reports.junit", "render_junit"),
+    "sarif": ("doctor.reports.sarif", "render_sarif"),
+}
+FORMATS = ("rich", "plain", "json", "markdown", "junit", "sarif")
 
 
 @dataclass
@@ -17,6 +25,8 @@ class Report:
     header: list[tuple[str, str, str]] = field(default_factory=list)
     target: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # The checks that ran, for formats that describe them (SARIF rules).
+    checks: list = field(default_factory=list)
 
     @property
     def summary(self) -> dict[str, int]:
@@ -30,6 +40,7 @@ class Report:
             header=[(k, redact_text(v), redact_text(s)) for k, v, s in self.header],
             target=redact_value(self.target),
             notes=[redact_text(n) for n in self.notes],
+            checks=self.checks,
         )
 
 
@@ -38,10 +49,9 @@ def render(
 ) -> str | None:
     """Render ``report`` in ``fmt``; rich output is printed and None returned."""
     report = report.redacted()
-    if fmt == "json":
-        from doctor.reports.json_report import render_json
-
-        return render_json(report)
+    if fmt in TEXT_RENDERERS:
+        module, function = TEXT_RENDERERS[fmt]
+        return getattr(importlib.import_module(module), function)(report)
     from doctor.reports.console import print_report
 
     print_report(report, plain=fmt == "plain", ascii_only=ascii_only, verbose=verbose)
@@ -60,8 +70,13 @@ def render_many(
         return json.dumps(
             [report_dict(r.redacted()) for r in reports], indent=2, ensure_ascii=False
         )
+    if fmt in ("junit", "sarif"):
+        raise ValueError(f"--all cannot write {fmt}: one file holds one target")
+    texts = []
     for index, report in enumerate(reports):
-        if index:
+        if index and fmt not in TEXT_RENDERERS:
             print()
-        render(report, fmt, ascii_only=ascii_only, verbose=verbose)
-    return None
+        text = render(report, fmt, ascii_only=ascii_only, verbose=verbose)
+        if text is not None:
+            texts.append(text)
+    return "\n\n".join(texts) if texts else None
