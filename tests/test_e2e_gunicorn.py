@@ -30,6 +30,7 @@ FINDING_KEYS = {
     "evidence",
     "location",
     "duration",
+    "waiver",
 }
 SEVERITIES = ("ok", "info", "warning", "error", "skipped")
 START_TIMEOUT = 30.0
@@ -145,9 +146,13 @@ def assert_contract(report: dict) -> None:
     assert set(report) == REPORT_KEYS
     assert isinstance(report["doctor_version"], str)
     assert isinstance(report["notes"], list)
-    assert set(report["summary"]) == set(SEVERITIES)
+    assert set(report["summary"]) == {*SEVERITIES, "waived"}
     counted = collections.Counter(f["severity"] for f in report["findings"])
-    assert report["summary"] == {s: counted.get(s, 0) for s in SEVERITIES}
+    assert {s: report["summary"][s] for s in SEVERITIES} == {
+        s: counted.get(s, 0) for s in SEVERITIES
+    }
+    waived = sum(1 for f in report["findings"] if f["waiver"] is not None)
+    assert report["summary"]["waived"] == waived
     for finding in report["findings"]:
         assert set(finding) == FINDING_KEYS, finding
         assert finding["severity"] in SEVERITIES
