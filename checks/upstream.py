@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from doctor import Context, FactUnavailable, check, error, ok, warning
 
+# The response the client gets, by status, for causes that give no 502.
+NOT_502 = {
+    500: "The client receives 500 Internal Server Error from gunicorn for these,"
+    " which nginx passes on, not 502.",
+    504: "nginx answers 504 Gateway Timeout for these, not 502.",
+}
+
 
 @check(
     "upstream-502",
@@ -19,8 +26,9 @@ def upstream_502(ctx: Context):
     within the window, looks at the running processes and compares nginx's
     configuration with gunicorn's binds, then ranks the candidate causes by
     their evidence. The finding carries the winner; ``triage`` also lists the
-    causes it ruled out and why. 504s from nginx's own read timeout are
-    reported as a warning, since they are not 502s.
+    causes it ruled out and why. Causes that give other statuses (504 from
+    nginx's read timeout, 500 from the app or from a request that gunicorn's
+    timeout aborted) are reported as warnings, since they are not 502s.
     """
     if ctx.static:
         raise FactUnavailable("static mode sends no request and reads no log")
@@ -35,10 +43,10 @@ def upstream_502(ctx: Context):
             evidence=winner.evidence,
         )
     for other in result.others:
-        if other.status == 504:
+        if other.status != 502:
             yield warning(
                 other.verdict or other.title,
-                "nginx answers 504 Gateway Timeout for these, not 502.",
+                NOT_502.get(other.status, f"These responses are {other.status}s."),
                 fix=other.fix,
                 evidence=other.evidence,
             )

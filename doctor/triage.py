@@ -6,12 +6,14 @@ running processes, and the classified lines of nginx's, gunicorn's and the
 kernel's logs within the window. Each candidate cause collects points from
 the evidence that supports it; the one with the most is the verdict, the
 others with points follow it, and those with none are listed as ruled out
-with the reason.
+with the reason. A candidate that another one explains (a missing socket
+because gunicorn is down, gunicorn down because its app fails to boot) is
+folded into it, so that the verdict names the cause to fix first.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from doctor.context import Context, FactUnavailable, fact
 
@@ -23,6 +25,11 @@ PROBE_POINTS = 50
 PROCESS_POINTS = 30
 LOG_POINTS_PER_LINE = 1
 LOG_POINTS_CAP = 40
+# Maximum number of distinct notes or exception lines quoted per candidate.
+MAX_NOTES = 3
+# One wording for a log signature that several candidates quote, so that a
+# folded candidate adds no second heading for the same lines.
+UNIX_MISSING_TEXT = "connect() to unix:... failed (2: No such file or directory)"
 
 
 # For each candidate: the log signatures and probe verdicts that would show
@@ -51,6 +58,7 @@ SIGNATURE_TEXT = {
     "gunicorn.worker_boot_failed": "'Worker failed to boot'",
     "gunicorn.app_load_failed": "'App failed to load'",
     "gunicorn.worker_timeout": "WORKER TIMEOUT",
+    "gunicorn.timeout_abort": "500 after WORKER TIMEOUT",
     "gunicorn.oom_kill": "SIGKILL matched by a kernel OOM kill",
     "gunicorn.sigkill": "'was sent SIGKILL'",
     "gunicorn.error_handling_request": "'Error handling request'",
@@ -113,10 +121,14 @@ def _log_points(count: int) -> int:
     return min(count * LOG_POINTS_PER_LINE, LOG_POINTS_CAP)
 
 
+def _plural(count: int, noun: str, plural: str | None = None) -> str:
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 def _count_line(summary, what: str) -> str:
     first = summary.first.strftime("%Y-%m-%d %H:%M:%S") if summary.first else "?"
     last = summary.last.strftime("%Y-%m-%d %H:%M:%S") if summary.last else "?"
-    return f"{what}: {summary.count} lines, first {first}, last {last}"
+    return f"{what}: {_plural(summary.count, 'line')}, first {first}, last {last}"
 
 
 @fact("triage")
@@ -127,27 +139,43 @@ def triage(ctx: Context) -> Triage:
     unavailable: list[str] = []
     settings = ctx.fact("settings")
     nginx = _optional(ctx, "nginx", unavailable)
+    # The logs are read before the probes, so that the lines the probes'
+    # own requests cause are not counted as evidence.
+    nginx_log = _optional(ctx, "nginx_log", unavailable)
+    gunicorn_events = _mark_timeout_aborts(_gunicorn_events(ctx, unavailable))
+    kernel_log = None
+    if ctx.peek("gunicorn_log") is not None:
+        # Read for the SIGKILLs in gunicorn's log; it is cached by now.
+        kernel_log = _optional(ctx, "kernel_log", unavailable)
     probes = _optional(ctx, "upstream_probes", unavailable) or []
     masters = _optional(ctx, "masters", unavailable)
-    nginx_log = _optional(ctx, "nginx_log", unavailable)
-    gunicorn_events = _gunicorn_events(ctx, unavailable)
     nginx_events = _relevant_nginx_events(ctx, nginx, settings, nginx_log)
     nginx_summary = summarize(nginx_events)
     gunicorn_summary = summarize(gunicorn_events)
 
     candidates = _candidates(ctx, settings, nginx)
     evidence = _Evidence(
-        ctx, settings, nginx, probes, masters, nginx_summary, gunicorn_summary
+        ctx,
+        settings,
+        nginx,
+        probes,
+        masters,
+        nginx_summary,
+        gunicorn_summary,
+        gunicorn_events,
     )
     for candidate in candidates.values():
         collect = getattr(evidence, "for_" + candidate.id.replace("-", "_"))
         collect(candidate)
+    _fold_explained(candidates, evidence)
 
     ranked = sorted(
         (c for c in candidates.values() if c.points > 0),
         key=lambda c: (c.status != 502, -c.points),
     )
     winner = ranked[0] if ranked and ranked[0].status == 502 else None
+    if winner is not None:
+        winner.evidence.extend(evidence.live_502s())
     others = [c for c in ranked if c is not winner]
     ruled_out = [c for c in candidates.values() if c.points == 0]
     for candidate in ruled_out:
@@ -161,6 +189,7 @@ def triage(ctx: Context) -> Triage:
     for name, evidence_log in (
         ("nginx", nginx_log),
         ("gunicorn", ctx.peek("gunicorn_log")),
+        ("the kernel", kernel_log),
     ):
         if evidence_log is None:
             continue
@@ -195,6 +224,82 @@ def _gunicorn_events(ctx: Context, unavailable: list[str]) -> list:
     except FactUnavailable as exc:
         unavailable.append(f"gunicorn_log: {exc.reason}")
         return []
+
+
+def _mark_timeout_aborts(events: list) -> list:
+    """Relabel the 500s caused by gunicorn's own timeout as ``gunicorn.timeout_abort``.
+
+    After WORKER TIMEOUT the master sends SIGABRT, whose handler raises
+    SystemExit in the worker. gunicorn 27.0.1's sync worker catches it in
+    ``handle`` and responds with 500, logged by the timed-out worker as 'Error
+    handling request' with a traceback ending in SystemExit. That is the
+    timeout at work, not an error of the app.
+    """
+    timed_out: set[int] = set()
+    marked = []
+    for event in events:
+        if event.signature == "gunicorn.worker_timeout" and event.worker_pid:
+            timed_out.add(event.worker_pid)
+        elif (
+            event.signature == "gunicorn.error_handling_request"
+            and event.worker_pid in timed_out
+            and event.extra.get("exception", "").startswith("SystemExit")
+        ):
+            timed_out.discard(event.worker_pid)
+            event = replace(event, signature="gunicorn.timeout_abort")
+        marked.append(event)
+    return marked
+
+
+def _fold(into: Candidate, folded: Candidate, why: str) -> None:
+    """Move ``folded``'s points and evidence into ``into``, which explains it."""
+    into.points += folded.points
+    added = [line for line in folded.evidence if line not in into.evidence]
+    into.evidence.extend(added)
+    folded.points = 0
+    folded.evidence = []
+    folded.ruled_out_because = why
+
+
+def _fold_explained(candidates: dict[str, Candidate], evidence: _Evidence) -> None:
+    """Fold the candidates that are consequences of another one into it."""
+    down = candidates["gunicorn-down"]
+    missing = candidates["socket-missing"]
+    boot = candidates["app-boot-failure"]
+    # Only with the process table is it known that no master runs: a socket
+    # deleted under a running gunicorn stays a cause of its own.
+    if (
+        down.points
+        and missing.points
+        and evidence.masters is not None
+        and not evidence.socket_hidden
+    ):
+        _fold(
+            down,
+            missing,
+            "not a separate cause: gunicorn creates its socket when it starts,"
+            " so the socket is missing because gunicorn is not running",
+        )
+    if (
+        down.points
+        and boot.points
+        and (evidence.boot_failure_is_last or evidence.import_fails)
+    ):
+        _fold(
+            boot,
+            down,
+            "not a separate cause: gunicorn exited because its workers failed to"
+            " boot the app"
+            + (", and importing the app still fails" if evidence.import_fails else ""),
+        )
+
+
+def _buffer_kilobytes(header_bytes: int) -> int:
+    """Return the smallest power of two in KiB, at least 16, that fits the headers."""
+    size = 16
+    while size * 1024 < header_bytes:
+        size *= 2
+    return size
 
 
 def _bind_addresses(settings) -> set[str]:
@@ -296,7 +401,15 @@ class _Evidence:
     """The evidence sources, with one method per candidate to weigh them."""
 
     def __init__(
-        self, ctx, settings, nginx, probes, masters, nginx_summary, gunicorn_summary
+        self,
+        ctx,
+        settings,
+        nginx,
+        probes,
+        masters,
+        nginx_summary,
+        gunicorn_summary,
+        gunicorn_events,
     ):
         self.ctx = ctx
         self.settings = settings
@@ -308,8 +421,14 @@ class _Evidence:
         self.gunicorn_log = gunicorn_summary
         self.notes: list[str] = []
         self.binds = ", ".join(settings.get("bind") or [])
+        self.gunicorn_events = gunicorn_events
         self.nginx_log_read = ctx.peek("nginx_log") is not None
         self.gunicorn_log_read = ctx.peek("gunicorn_log") is not None
+        self.kernel_log_read = ctx.peek("kernel_log") is not None
+        # Set by the candidates' methods, for folding one into another.
+        self.socket_hidden = False
+        self.boot_failure_is_last = False
+        self.import_fails = False
 
     # --- helpers ---------------------------------------------------------
 
@@ -326,6 +445,22 @@ class _Evidence:
         candidate.add(_log_points(summary.count), _count_line(summary, what))
         candidate.evidence.extend(f"  {line}" for line in summary.samples)
         return summary.count
+
+    def _notes(self, candidate, signature: str) -> None:
+        """Add the distinct notes of ``signature``'s events, which explain each kill."""
+        notes = []
+        for event in self.gunicorn_events:
+            if event.signature == signature and event.note and event.note not in notes:
+                notes.append(event.note)
+        candidate.evidence.extend(f"  {note}" for note in notes[:MAX_NOTES])
+
+    def live_502s(self) -> list[str]:
+        """Describe the requests through nginx that got 502 during this run."""
+        return [
+            f"request through {run.bind}: {run.outcome.detail}"
+            for run in self.nginx_probes
+            if run.outcome.status == 502
+        ]
 
     def _this_master(self):
         if self.masters is None:
@@ -386,12 +521,16 @@ class _Evidence:
         refused = 0
         for key, what in (
             ("nginx.refused", "connect() failed (111: Connection refused)"),
-            ("nginx.unix_missing", "connect() to unix socket failed (2: No such file)"),
+            ("nginx.unix_missing", UNIX_MISSING_TEXT),
         ):
             refused += self._log(candidate, key, what)
         candidate.verdict = (
             f"nginx connects to {described} but gunicorn listens on {self.binds}"
-            + (f" — {refused} refused connections in the window" if refused else "")
+            + (
+                f" — {_plural(refused, 'refused connection')} in the window"
+                if refused
+                else ""
+            )
         )
         candidate.fix = (
             f"Point {first.directive} at gunicorn in {first.location}"
@@ -413,9 +552,7 @@ class _Evidence:
         self._log(
             candidate, "nginx.refused", "connect() failed (111: Connection refused)"
         )
-        self._log(
-            candidate, "nginx.unix_missing", "unix socket missing (2: No such file)"
-        )
+        self._log(candidate, "nginx.unix_missing", UNIX_MISSING_TEXT)
         if candidate.points and not refused and self.masters is None:
             candidate.points //= 2
         candidate.verdict = (
@@ -423,28 +560,96 @@ class _Evidence:
         )
 
     def for_app_boot_failure(self, candidate) -> None:
-        total = 0
+        failures = 0
         for key, what in (
             ("gunicorn.worker_boot_failed", "Reason: Worker failed to boot."),
             ("gunicorn.app_load_failed", "Reason: App failed to load."),
-            ("gunicorn.exception_in_worker", "Exception in worker process"),
         ):
-            total += self._log(candidate, key, what, source="gunicorn")
-        imported = self.ctx.peek("app_import")
-        if imported is not None and imported.status not in (None, "ok"):
+            failures += self._log(candidate, key, what, source="gunicorn")
+        for key, what in (
+            ("gunicorn.exception_in_worker", "Exception in worker process"),
+            ("gunicorn.app_import_error", "Failed to find ... (AppImportError)"),
+        ):
+            self._log(candidate, key, what, source="gunicorn")
+        raised = self._boot_exceptions()
+        candidate.evidence.extend(f"  raised: {text}" for text in raised)
+        self.boot_failure_is_last = failures > 0 and self._boot_failure_is_last()
+        if candidate.points or (self.masters is not None and not self._this_master()):
+            self._import_now(candidate)
+        if not candidate.points:
+            return
+        reason = raised[-1] if raised else self._import_message()
+        if failures and not self.boot_failure_is_last and not self.import_fails:
+            # gunicorn started again after the failure, so it is in the past.
+            summary = (
+                "gunicorn failed to boot its workers before its latest start:"
+                " the app failed to load"
+            )
+        else:
+            summary = "gunicorn cannot boot its workers: the app fails to load"
+        candidate.verdict = (
+            summary
+            + (f" ({reason})" if reason else "")
+            + (f", {_plural(failures, 'boot failure')} logged" if failures else "")
+        )
+        candidate.fix = (
+            "Fix the error the app raises at import (shown in the evidence;"
+            " gunicorn-doctor check --select import shows it with its traceback),"
+            " then restart gunicorn"
+        )
+
+    def _boot_exceptions(self) -> list[str]:
+        """Return the distinct last lines of the tracebacks of failed worker boots."""
+        raised = []
+        for event in self.gunicorn_events:
+            text = event.extra.get("exception") or event.extra.get("message")
+            if (
+                event.signature
+                in ("gunicorn.exception_in_worker", "gunicorn.app_import_error")
+                and text
+                and text not in raised
+            ):
+                raised.append(text)
+        return raised[-MAX_NOTES:]
+
+    def _boot_failure_is_last(self) -> bool:
+        """Tell whether gunicorn's last start in the log ended in a boot failure."""
+        last_failure = last_start = -1
+        for index, event in enumerate(self.gunicorn_events):
+            if event.signature in (
+                "gunicorn.worker_boot_failed",
+                "gunicorn.app_load_failed",
+            ):
+                last_failure = index
+            elif event.signature == "gunicorn.starting":
+                last_start = index
+        return last_failure > last_start
+
+    def _import_now(self, candidate) -> None:
+        """Import the app as gunicorn would, to tell whether the failure persists."""
+        try:
+            imported = self.ctx.fact("app_import")
+        except FactUnavailable:
+            return
+        if imported.timed_out:
+            return
+        if imported.status not in (None, "ok", "probe_failed"):
+            self.import_fails = True
             candidate.add(
                 PROBE_POINTS,
-                f"importing {imported.spec} fails now: {imported.data.get('message')}",
+                f"importing {imported.spec} fails now: {self._import_message()}",
             )
-        if candidate.points:
-            candidate.verdict = (
-                "gunicorn cannot boot its workers: the app fails to load"
-                + (f" ({total} boot failures logged)" if total else "")
+        elif imported.status == "ok" and candidate.points:
+            candidate.evidence.append(
+                f"importing {imported.spec} succeeds now, so the cause may be fixed"
+                " already: restart gunicorn and watch its log"
             )
-            candidate.fix = (
-                "Fix the import error shown in the evidence (gunicorn-doctor check"
-                " --select import names it), then restart the service"
-            )
+
+    def _import_message(self) -> str | None:
+        imported = self.ctx.peek("app_import")
+        if imported is None or imported.status in (None, "ok", "probe_failed"):
+            return None
+        return (imported.data or {}).get("message") or imported.status
 
     def for_socket_missing(self, candidate) -> None:
         for run in self._probe_verdicts("socket_missing"):
@@ -452,7 +657,7 @@ class _Evidence:
         self._log(
             candidate,
             "nginx.unix_missing",
-            "connect() to unix:... failed (2: No such file or directory)",
+            UNIX_MISSING_TEXT,
         )
         if self.nginx is not None and self.nginx.private_tmp:
             tmp = [
@@ -461,6 +666,7 @@ class _Evidence:
                 if t.kind == "unix" and t.path.startswith("/tmp/")
             ]
             if tmp:
+                self.socket_hidden = True
                 candidate.add(
                     CONFIG_POINTS,
                     f"nginx runs with PrivateTmp=yes, so it cannot see {tmp[0].path}",
@@ -485,7 +691,7 @@ class _Evidence:
             candidate.verdict = (
                 "nginx's workers cannot open gunicorn's unix socket"
                 + (f": {verdict}" if verdict else "")
-                + (f" ({count} refusals logged)" if count else "")
+                + (f" ({_plural(count, 'refusal')} logged)" if count else "")
             )
 
     def _socket_path_verdict(self, candidate) -> str | None:
@@ -520,11 +726,14 @@ class _Evidence:
         )
         if count:
             candidate.verdict = (
-                f"nginx is denied TCP connections to gunicorn ({count} times):"
-                " SELinux blocks httpd from connecting to the network"
+                "nginx is denied TCP connections to gunicorn"
+                f" ({_plural(count, 'time')}): SELinux blocks httpd from connecting"
+                " to the network"
             )
 
     def for_worker_timeout(self, candidate) -> None:
+        if "gunicorn.worker_timeout" not in self.gunicorn_log:
+            return
         timeouts = self._log(
             candidate, "gunicorn.worker_timeout", "WORKER TIMEOUT", "gunicorn"
         )
@@ -534,29 +743,47 @@ class _Evidence:
             "SIGKILL after WORKER TIMEOUT",
             "gunicorn",
         )
+        aborted = self._log(
+            candidate,
+            "gunicorn.timeout_abort",
+            "Error handling request after WORKER TIMEOUT (SystemExit, 500 response)",
+            "gunicorn",
+        )
         premature = self._log(
             candidate, "nginx.premature_close", "upstream prematurely closed connection"
         )
-        self._log(
+        reset = self._log(
             candidate, "nginx.reset", "recv() failed (104: Connection reset by peer)"
         )
-        if not timeouts:
-            if candidate.points:
-                candidate.points = 0
-                candidate.evidence.clear()
-            return
+
         timeout = self.settings.get("timeout")
-        nginx_wait = self._nginx_read_timeout()
-        candidate.verdict = (
-            f"gunicorn kills requests after {timeout} s (WORKER TIMEOUT ×{timeouts})"
-            + (f" while nginx waits {nginx_wait:g} s" if nginx_wait else "")
-            + (f"; nginx saw {premature} premature closes" if premature else "")
-        )
         where = self.settings.location("timeout")
         candidate.fix = (
             f"Raise gunicorn's timeout above the slowest request"
             f" ({where or 'timeout = ...'}), and keep nginx's proxy_read_timeout"
             " above it; or make the slow requests faster"
+        )
+        if aborted >= timeouts and not premature and not reset:
+            # The worker itself sent a response to every timed-out request.
+            candidate.status = 500
+            candidate.verdict = (
+                f"gunicorn's {timeout} s timeout aborted"
+                f" {_plural(aborted, 'request')} (WORKER TIMEOUT ×{timeouts}), and"
+                " the worker sent 500 Internal Server Error, which nginx passes"
+                " on: these are 500s, not 502s"
+            )
+            return
+
+        nginx_wait = self._nginx_read_timeout()
+        candidate.verdict = (
+            f"gunicorn kills requests after {timeout} s (WORKER TIMEOUT ×{timeouts})"
+            + (f" while nginx waits {nginx_wait:g} s" if nginx_wait else "")
+            + (
+                f"; nginx saw {_plural(premature, 'premature close')}"
+                if premature
+                else ""
+            )
+            + (f"; {aborted} got a 500 from the aborted worker" if aborted else "")
         )
 
     def _nginx_read_timeout(self) -> float | None:
@@ -578,13 +805,14 @@ class _Evidence:
             "gunicorn",
         )
         if count:
+            self._notes(candidate, "gunicorn.oom_kill")
             self._log(
                 candidate,
                 "nginx.premature_close",
                 "upstream prematurely closed connection",
             )
             candidate.verdict = (
-                f"the kernel's OOM killer killed {count} gunicorn workers"
+                f"the kernel's OOM killer killed {_plural(count, 'gunicorn worker')}"
             )
 
     def for_worker_sigkill(self, candidate) -> None:
@@ -594,27 +822,56 @@ class _Evidence:
             "Worker was sent SIGKILL! Perhaps out of memory?",
             "gunicorn",
         )
-        if count:
-            self._log(
-                candidate,
-                "nginx.premature_close",
-                "upstream prematurely closed connection",
-            )
+        if not count:
+            return
+        self._notes(candidate, "gunicorn.sigkill")
+        self._log(
+            candidate,
+            "nginx.premature_close",
+            "upstream prematurely closed connection",
+        )
+        them = "it" if count == 1 else "them"
+        if self.kernel_log_read:
             candidate.verdict = (
-                f"{count} workers died of SIGKILL with no WORKER TIMEOUT before:"
-                " the OOM killer or an operator, which the kernel log would tell"
+                f"{_plural(count, 'worker')} died of SIGKILL with no WORKER TIMEOUT"
+                f" before, and the kernel log records no OOM kill of {them}: an"
+                " operator or a script sent kill -9, or the kernel's OOM messages"
+                " are no longer in its log"
+            )
+            candidate.fix = (
+                "Find what sends SIGKILL to the workers (kill -9 by hand, a deploy"
+                " or monitoring script, a supervisor's stop timeout); if the"
+                " kernel's ring buffer wrapped, search journalctl -k for 'Killed"
+                " process' around the time of the kill"
+            )
+        else:
+            candidate.verdict = (
+                f"{_plural(count, 'worker')} died of SIGKILL with no WORKER TIMEOUT"
+                " before: the OOM killer or an operator, and the kernel log that"
+                " would tell could not be read"
             )
 
     def for_too_big_header(self, candidate) -> None:
+        measured = []
         for run in self._probe_verdicts("headers_too_big"):
             candidate.add(PROBE_POINTS, f"probe {run.bind}: {run.outcome.detail}")
+            if run.outcome.header_bytes:
+                measured.append(run.outcome.header_bytes)
         count = self._log(
             candidate, "nginx.too_big_header", "upstream sent too big header"
         )
-        if candidate.points:
-            candidate.verdict = (
-                "the app's response headers are larger than nginx's proxy_buffer_size"
-                + (f" ({count} responses refused)" if count else "")
+        if not candidate.points:
+            return
+        candidate.verdict = (
+            "the app's response headers are larger than nginx's proxy_buffer_size"
+            + (f" ({_plural(count, 'response')} refused)" if count else "")
+        )
+        if measured:
+            size = _buffer_kilobytes(max(measured))
+            candidate.fix = (
+                f"proxy_buffer_size {size}k; proxy_buffers 8 {size}k;  (in the"
+                f" location; the largest headers measured were {max(measured)}"
+                " bytes), or make the app send smaller headers"
             )
 
     def for_invalid_header(self, candidate) -> None:
@@ -626,7 +883,7 @@ class _Evidence:
         if candidate.points:
             candidate.verdict = (
                 "nginx receives something that is not an HTTP response"
-                + (f" ({count} times)" if count else "")
+                + (f" ({_plural(count, 'time')})" if count else "")
             )
             candidate.fix = (
                 "Check that nginx uses proxy_pass (not uwsgi_pass/fastcgi_pass) and"
@@ -662,6 +919,11 @@ class _Evidence:
                 " unchanged, so these are not 502s made by nginx"
             )
             candidate.fix = "Read the app's traceback in gunicorn's error log"
+        elif "gunicorn.timeout_abort" in self.gunicorn_log:
+            candidate.ruled_out_because = (
+                "the only 'Error handling request' lines are the 500s of requests"
+                " that gunicorn's timeout aborted (see worker-timeout)"
+            )
 
     def for_read_timeout(self, candidate) -> None:
         count = self._log(
@@ -674,8 +936,10 @@ class _Evidence:
         if candidate.points:
             wait = self._nginx_read_timeout()
             candidate.verdict = (
-                f"nginx stops waiting after {wait:g} s and answers 504"
-                + (f" ({count} times)" if count else "")
+                "nginx stops waiting"
+                + (f" after {wait:g} s" if wait else "")
+                + " and answers 504"
+                + (f" ({_plural(count, 'time')})" if count else "")
                 + "; these are 504 Gateway Timeout, not 502"
             )
             candidate.fix = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from doctor import __version__
 from doctor.redact import redact_text, redact_value
@@ -73,7 +74,8 @@ def render_triage_markdown(result, header, target) -> str:
         lines += [f"**Verdict:** {verdict['verdict']}", ""]
         if verdict["fix"]:
             lines += [f"**Fix:** {verdict['fix']}", ""]
-        lines += ["**Evidence:**", "", "```"] + verdict["evidence"] + ["```", ""]
+        fence = _code_fence(verdict["evidence"])
+        lines += ["**Evidence:**", "", fence, *verdict["evidence"], fence, ""]
     else:
         lines += [
             (
@@ -116,6 +118,18 @@ def render_triage_markdown(result, header, target) -> str:
         lines += [f"- {item}" for item in data["not_examined"]]
     lines += ["", f"_gunicorn-doctor {__version__}_"]
     return "\n".join(lines)
+
+
+def _code_fence(lines: list[str]) -> str:
+    """Return a backtick fence longer than any run of backticks in ``lines``.
+
+    Log lines quote request URLs that any client chooses, and nginx logs
+    backticks in them as they are, so a fixed fence could be closed early.
+    """
+    longest = max(
+        (len(run) for line in lines for run in re.findall("`+", line)), default=0
+    )
+    return "`" * max(3, longest + 1)
 
 
 def print_triage(result, header, target, *, plain: bool, ascii_only: bool) -> None:
