@@ -96,6 +96,24 @@ NginxOpt = Annotated[
 ]
 
 
+SinceOpt = Annotated[
+    str,
+    typer.Option(
+        "--since",
+        help="Read log lines newer than this: 30m, 1h, 2d, or 2026-12-04 15:00.",
+    ),
+]
+LogBytesOpt = Annotated[
+    str,
+    typer.Option(
+        "--log-bytes", help="Read at most this much from the end of each log: 4m."
+    ),
+]
+PathOpt = Annotated[
+    str, typer.Option("--path", help="Path of the request sent to each bind.")
+]
+
+
 def output_file_option(flag: str, what: str):
     """Build the annotation of an --output-FORMAT option."""
     return Annotated[
@@ -299,6 +317,9 @@ def check(
             "--all", help="Examine every running gunicorn master, each on its own."
         ),
     ] = False,
+    since: SinceOpt = "1h",
+    log_bytes: LogBytesOpt = "4m",
+    path: PathOpt = "/",
 ) -> None:
     """Run the checks and report problems with evidence and fixes.
 
@@ -342,6 +363,7 @@ def check(
         import_app=True,
         lb_idle_timeout=chosen["lb_idle_timeout"],
     )
+    _window_options(options, since, log_bytes, path)
     reports = []
     for target in targets:
         examined = _examine(
@@ -491,24 +513,6 @@ def _examine(
         checks=specs,
     )
     return _Examined(report=report, registry=registry)
-
-
-SinceOpt = Annotated[
-    str,
-    typer.Option(
-        "--since",
-        help="Read log lines newer than this: 30m, 1h, 2d, or 2026-12-04 15:00.",
-    ),
-]
-LogBytesOpt = Annotated[
-    str,
-    typer.Option(
-        "--log-bytes", help="Read at most this much from the end of each log: 4m."
-    ),
-]
-PathOpt = Annotated[
-    str, typer.Option("--path", help="Path of the request sent to each bind.")
-]
 
 
 def _window_options(options, since: str, log_bytes: str, path: str) -> None:

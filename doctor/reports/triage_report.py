@@ -65,6 +65,15 @@ def render_triage_json(result, header, target) -> str:
     return json.dumps(triage_dict(result, header, target), indent=2, ensure_ascii=False)
 
 
+def _cell(text: str, *, code: bool = False) -> str:
+    """Make ``text`` safe inside a Markdown table cell."""
+    text = str(text).replace("|", "\\|").replace("\n", " ")
+    if code:
+        fence = "``" if "`" in text else "`"
+        return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
+    return text
+
+
 def render_triage_markdown(result, header, target) -> str:
     """Render a report to paste into a ticket; secrets are removed."""
     data = triage_dict(result, header, target)
@@ -106,12 +115,14 @@ def render_triage_markdown(result, header, target) -> str:
                 f"{probe['elapsed']:.3f} s" if probe["elapsed"] is not None else "-"
             )
             lines.append(
-                f"| {probe['address']} | {probe['verdict']} | {probe['status'] or '-'} | {elapsed} |"
+                f"| {_cell(probe['address'])} | {probe['verdict']} |"
+                f" {probe['status'] or '-'} | {elapsed} |"
             )
         lines.append("")
     lines += ["**Deployment:**", "", "| | value | from |", "| --- | --- | --- |"]
     lines += [
-        f"| {label} | `{value}` | {source} |" for label, value, source in data["header"]
+        f"| {label} | {_cell(value, code=True)} | {_cell(source)} |"
+        for label, value, source in data["header"]
     ]
     if data["not_examined"]:
         lines += ["", "**Not examined:**", ""]
