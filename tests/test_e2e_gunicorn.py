@@ -47,6 +47,9 @@ ECOMMERCE_FAULTS = [
     ("config-unknown-names", ("'timout'", "'timeout'")),
     ("config-worker-settings", ("threads = 2", "gthread")),
     ("config-daemon", ("daemon mode is on", "systemd")),
+    ("logs-rotation", ("copytruncate", "/etc/logrotate.d/gunicorn")),
+    ("pidfile-directory", ("/var/run/gunicorn",)),
+    ("pidfile-tmpfs", ("/var/run/gunicorn", "tmpfs")),
 ]
 SECRET_PLACEHOLDER = "fixture-not-a-real-secret"
 
