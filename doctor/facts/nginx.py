@@ -30,6 +30,10 @@ LOCATION_SETTINGS = (
     "proxy_send_timeout",
     "proxy_buffer_size",
     "client_max_body_size",
+    "proxy_http_version",
+    # The client-side idle timeout (http, server, location); the one inside
+    # an upstream block is collected in UpstreamBlock instead.
+    "keepalive_timeout",
 )
 
 
@@ -54,6 +58,12 @@ class ProxyTarget:
     upstream: str | None = None
     server_names: tuple[str, ...] = ()
     settings: dict[str, Directive] = field(default_factory=dict, compare=False)
+    # The proxy_pass line itself; ``location`` is the upstream's server line
+    # for an upstream member.
+    pass_location: Location | None = field(default=None, compare=False)
+    # Effective proxy_set_header lines by lower-case header name. A level that
+    # sets any header replaces every inherited one, as in nginx.
+    headers: dict[str, Directive] = field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
         if self.kind == "unix":
@@ -62,6 +72,16 @@ class ProxyTarget:
             return self.text
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class UpstreamBlock:
+    """An ``upstream`` block's connection cache: ``keepalive`` and its idle timeout."""
+
+    name: str
+    location: Location
+    keepalive: Directive | None = None
+    keepalive_timeout: Directive | None = None
 
 
 @dataclass
@@ -77,6 +97,7 @@ class NginxConfig:
     proxy_targets: list[ProxyTarget] = field(default_factory=list)
     master_pid: int | None = None
     private_tmp: bool | None = None
+    upstreams: dict[str, UpstreamBlock] = field(default_factory=dict)
 
 
 @fact("nginx")
@@ -86,6 +107,7 @@ def nginx(ctx: Context) -> NginxConfig:
     config.master_pid = _master_pid(ctx)
     config.private_tmp = _private_tmp(ctx)
     parsed = _parse_tree(ctx, main_file, config)
+    config.upstreams = _upstream_blocks(parsed)
     _walk(parsed, config, context={}, server_names=(), upstreams=_upstreams(parsed))
     return config
 
@@ -94,6 +116,12 @@ def _config_path(ctx: Context) -> tuple[str, str]:
     explicit = getattr(ctx.target, "nginx", None)
     if explicit:
         return explicit.value, explicit.source
+    if ctx.static and ctx.fs.is_live:
+        # A CI runner's own nginx has nothing to do with the code under test.
+        raise FactUnavailable(
+            "static mode reads no nginx configuration of this host; name the"
+            " deployment's with --nginx FILE"
+        )
     if ctx.fs.host(DEFAULT_CONFIG).is_file():
         return DEFAULT_CONFIG, "default location under the root"
     if ctx.fs.is_live and not ctx.static:
@@ -205,14 +233,48 @@ def _upstreams(parsed: list) -> dict[str, list[dict]]:
     return found
 
 
-def _walk(parsed, config: NginxConfig, context, server_names, upstreams) -> None:
+def _upstream_blocks(parsed: list) -> dict[str, UpstreamBlock]:
+    found: dict[str, UpstreamBlock] = {}
+    for directive in parsed:
+        if directive["directive"] == "upstream" and directive["args"]:
+            cache = {}
+            for inner in directive.get("block", []):
+                if inner["directive"] in ("keepalive", "keepalive_timeout"):
+                    cache[inner["directive"]] = Directive(
+                        inner["directive"], tuple(inner["args"]), _location(inner)
+                    )
+            name = directive["args"][0]
+            found.setdefault(
+                name,
+                UpstreamBlock(
+                    name,
+                    _location(directive),
+                    cache.get("keepalive"),
+                    cache.get("keepalive_timeout"),
+                ),
+            )
+        elif "block" in directive:
+            for name, block in _upstream_blocks(directive["block"]).items():
+                found.setdefault(name, block)
+    return found
+
+
+def _walk(
+    parsed, config: NginxConfig, context, server_names, upstreams, headers=None
+) -> None:
     context = dict(context)
+    level_headers = {}
     for directive in parsed:
         name = directive["directive"]
         if name in LOCATION_SETTINGS:
             context[name] = Directive(
                 name, tuple(directive["args"]), _location(directive)
             )
+        elif name == "proxy_set_header" and directive["args"]:
+            level_headers[directive["args"][0].lower()] = Directive(
+                name, tuple(directive["args"]), _location(directive)
+            )
+    headers = level_headers or dict(headers or {})
     for directive in parsed:
         name, args = directive["directive"], directive["args"]
         if name == "user" and args and config.user is None:
@@ -224,7 +286,7 @@ def _walk(parsed, config: NginxConfig, context, server_names, upstreams) -> None
             config.listens.append(Directive(name, tuple(args), _location(directive)))
         elif name in ("proxy_pass", "uwsgi_pass", "fastcgi_pass") and args:
             config.proxy_targets.extend(
-                _targets(directive, args[0], upstreams, server_names, context)
+                _targets(directive, args[0], upstreams, server_names, context, headers)
             )
         if "block" in directive and name != "upstream":
             names = server_names
@@ -235,13 +297,15 @@ def _walk(parsed, config: NginxConfig, context, server_names, upstreams) -> None
                     if d["directive"] == "server_name"
                     for arg in d["args"]
                 )
-            _walk(directive["block"], config, context, names, upstreams)
+            _walk(directive["block"], config, context, names, upstreams, headers)
 
 
 _URL = re.compile(r"^(?:(?P<scheme>[a-z]+)://)?(?P<rest>.*)$")
 
 
-def _targets(directive, value, upstreams, server_names, context) -> list[ProxyTarget]:
+def _targets(
+    directive, value, upstreams, server_names, context, headers=None
+) -> list[ProxyTarget]:
     location = _location(directive)
     common = {
         "location": location,
@@ -249,6 +313,8 @@ def _targets(directive, value, upstreams, server_names, context) -> list[ProxyTa
         "directive": directive["directive"],
         "server_names": server_names,
         "settings": dict(context),
+        "pass_location": location,
+        "headers": dict(headers or {}),
     }
     if "$" in value:
         return [ProxyTarget("variable", None, None, None, **common)]
