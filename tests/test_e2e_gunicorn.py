@@ -50,6 +50,7 @@ ECOMMERCE_FAULTS = [
     ("logs-rotation", ("copytruncate", "/etc/logrotate.d/gunicorn")),
     ("pidfile-directory", ("/var/run/gunicorn",)),
     ("pidfile-tmpfs", ("/var/run/gunicorn", "tmpfs")),
+    ("systemd-environment", ("SECRET_KEY",)),
 ]
 SECRET_PLACEHOLDER = "fixture-not-a-real-secret"
 
