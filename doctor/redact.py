@@ -46,7 +46,12 @@ def is_secret_name(name: str) -> bool:
     lowered = name.lower()
     if any(fragment in lowered for fragment in SECRET_FRAGMENTS):
         return True
-    return any(word in SECRET_WORDS for word in re.split(r"[_\-.]", lowered))
+    words = re.split(r"[_\-.]", lowered)
+    # "KEY" alone is how messages name the left side of KEY=VALUE; a secret
+    # key is named with another word, as in SECRET_KEY or API_KEY.
+    if words == ["key"]:
+        return False
+    return any(word in SECRET_WORDS for word in words)
 
 
 _URL_PASSWORD = re.compile(
