@@ -436,7 +436,7 @@ def _load_tool_config(target):
     if start is None:
         return None
     try:
-        return load_tool_config(start)
+        return load_tool_config(start, root=target.fs.root)
     except ToolConfigError as exc:
         raise _fail(str(exc)) from None
 
@@ -605,10 +605,19 @@ def show_config(
     show_all: Annotated[
         bool, typer.Option("--all", help="Also list settings left at their default.")
     ] = False,
+    show_tool_config: Annotated[
+        bool,
+        typer.Option(
+            "--show-tool-config",
+            help="Print gunicorn-doctor's own project configuration instead: each"
+            " option of 'check' with its value and source, and the waivers.",
+        ),
+    ] = False,
 ) -> None:
     """Print the effective gunicorn settings and where each value came from.
 
-    Exits with status 1 when the configuration did not load.
+    Exits with status 1 when the configuration did not load, and with status 2
+    when --show-tool-config finds an invalid project configuration.
     """
     from doctor.context import Context, FactUnavailable, Options
     from doctor.redact import redact_value
@@ -616,6 +625,36 @@ def show_config(
     target = _discover(
         _discovery_options(app_spec, chdir, config, venv, unit, root, pid=pid)
     )
+    if show_tool_config:
+        from datetime import date
+
+        from doctor import projectconfig
+        from doctor.registry import RegistryError, load_registry
+
+        try:
+            tool = projectconfig.ToolConfig()
+            if target.chdir is not None:
+                tool = projectconfig.load_tool_config(
+                    target.chdir_host, root=target.fs.root
+                )
+        except projectconfig.ToolConfigError as exc:
+            raise _fail(str(exc)) from None
+        try:
+            known = set(load_registry().checks)
+        except RegistryError:
+            known = None
+        description = projectconfig.describe_tool_config(
+            tool, DEFAULTS, today=date.today(), known_checks=known
+        )
+        if output_format is OutputFormat.json:
+            import json
+
+            typer.echo(json.dumps(description, indent=2))
+        else:
+            projectconfig.print_tool_config(
+                description, plain=output_format is OutputFormat.plain
+            )
+        return
     ctx = Context(target, Options(static=static, probe_timeout=probe_timeout))
     try:
         settings = ctx.fact("settings")
