@@ -49,6 +49,10 @@ FACT_MODULES = {
     "kernel_log": "doctor.facts.logevents",
     "binds": "doctor.facts.binds",
     "listen_sockets": "doctor.facts.binds",
+    "access_log": "doctor.facts.accesslog",
+    "cpu_budget": "doctor.facts.memory",
+    "memory_budget": "doctor.facts.memory",
+    "worker_memory": "doctor.facts.memory",
 }
 
 
