@@ -26,6 +26,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
 
+from doctor.timespec import parse_since  # noqa: F401 - part of this module's API
+
 DEFAULT_MAX_BYTES = 4 << 20
 BLOCK_SIZE = 64 << 10
 COMMAND_TIMEOUT = 15.0
@@ -165,32 +167,6 @@ def read_boot_time(stat_path: Path = Path("/proc/stat")) -> float | None:
         if name == "btime" and value.strip().isdigit():
             return float(value.strip())
     return None
-
-
-_DURATION = re.compile(r"(\d+)\s*([smhd])")
-_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_since(text: str, *, now: datetime | None = None) -> datetime:
-    """Parse the start of a time window into an aware datetime.
-
-    Accepts a duration back from ``now`` (``90s``, ``30m``, ``2h``, ``1d``) or
-    an ISO 8601 date and time (``2026-12-04 15:00``), local time when it has
-    no zone. Raises ValueError naming the value and the accepted forms.
-    """
-    value = text.strip()
-    try:
-        match = _DURATION.fullmatch(value)
-        if match:
-            amount = timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])})
-            return (now or datetime.now().astimezone()) - amount
-        parsed = datetime.fromisoformat(value)
-    except (ValueError, OverflowError):
-        raise ValueError(
-            f"invalid time {text!r}: give a duration such as 30m, 2h or 1d, or a"
-            " date and time such as '2026-12-04 15:00'"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.astimezone()
 
 
 # ---------------------------------------------------------------------------
