@@ -544,9 +544,22 @@ python3 bench/run_bench.py --write
 - Peak RSS is the largest `ru_maxrss` that `os.wait4` reported over the timed
   runs. On Linux (checked on 6.18) that is the largest resident set of the
   command or of any descendant it waited for, not a sum over processes.
-- The version comparison uses the doctor and gunicorn installed for the Python
-  that runs the script. The check comparison runs on a temporary copy of
-  `fixtures/healthy`, with a virtualenv built from its `requirements.txt`.
+- Each tool runs from a virtualenv of its own, as a user installs it: the
+  doctor from one built with `pip install` of this checkout, gunicorn from one
+  built from `fixtures/healthy/requirements.txt`. The check comparison runs on
+  a temporary copy of `fixtures/healthy`; no gunicorn is running, so the
+  doctor also probes the bind and reads the logs it would read on a server.
+
+## Where the check's time goes
+
+`gunicorn --check-config` starts one Python, loads the config and imports
+the app. `gunicorn-doctor check` must do that same work, in a child process
+under the deployment's own interpreter (the settings probe), and cannot start
+it before its own interpreter, its command line and the target discovery are
+done. The rest of its work (the other checks' facts: sockets, processes,
+nginx's files, logs) runs while the probe does. So the check costs about the
+doctor's start-up plus one `--check-config`, and the ratio is furthest from
+the target on a small app whose import is cheap.
 
 ## Latest run
 
