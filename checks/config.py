@@ -57,6 +57,9 @@ def config_file(ctx: Context):
     gunicorn exits at start in each case, before it binds anything.
     """
     settings = ctx.fact("settings")
+    if settings.load_failure:
+        yield _load_failure(ctx, settings)
+        return
     problem = settings.error
     if problem:
         yield _config_error(ctx, settings, problem)
@@ -69,6 +72,29 @@ def config_file(ctx: Context):
         )
         return
     yield ok(f"{settings.config_file} loads ({_where(settings)})")
+
+
+def _load_failure(ctx: Context, settings):
+    """Report a config that hung or ended the process while gunicorn loaded it."""
+    path = settings.config_file or "the configuration"
+    venv = ctx.target.venv.value if ctx.target.venv else "VENV"
+    user = ctx.target.user.value if ctx.target.user else None
+    command = f"{venv}/bin/gunicorn --check-config {' '.join(ctx.target.argv)}"
+    if user:
+        command = f"sudo -u {user} {command}"
+    hung = "did not finish" in settings.load_failure
+    return error(
+        f"gunicorn cannot load {path}: {settings.load_failure}",
+        "gunicorn would "
+        + ("hang" if hung else "stop")
+        + " at start the same way, before it binds anything. Code in the config"
+        " file (or in what it imports) "
+        + ("waits on something" if hung else "ends the process")
+        + ".",
+        fix=f"Run the service's command by hand to see where: {command}",
+        evidence=[settings.load_failure],
+        location=Location(settings.config_file, None) if settings.config_file else None,
+    )
 
 
 def _config_error(ctx: Context, settings, problem: dict):

@@ -81,8 +81,27 @@ StaticOpt = Annotated[
         help="Execute nothing from the target: no config execution, no import.",
     ),
 ]
+
+
+class TriageFormat(StrEnum):
+    rich = "rich"
+    plain = "plain"
+    json = "json"
+    markdown = "markdown"
+
+
+class ListingFormat(StrEnum):
+    rich = "rich"
+    plain = "plain"
+    json = "json"
+
+
+TriageFormatOpt = Annotated[
+    TriageFormat,
+    typer.Option("--format", "-f", help="Output format; rich falls back to plain."),
+]
 FormatOpt = Annotated[
-    OutputFormat,
+    ListingFormat,
     typer.Option("--format", "-f", help="Output format; rich falls back to plain."),
 ]
 VerboseOpt = Annotated[
@@ -445,6 +464,14 @@ def _write_outputs(reports, paths: dict, *, all_masters: bool) -> None:
     """Write the report to every --output-FORMAT file given."""
     from doctor.reports import render, render_many
 
+    given = [(fmt, path) for fmt, path in paths.items() if path is not None]
+    targets = [path.resolve() for _, path in given]
+    if len(set(targets)) < len(targets):
+        raise ValueError(
+            "two --output-FORMAT options name the same file; give each format"
+            " its own file"
+        )
+
     for fmt, path in paths.items():
         if path is None:
             continue
@@ -539,9 +566,12 @@ def _window_options(options, since: str, log_bytes: str, path: str) -> None:
 
     try:
         options.since = parse_since(since)
+    except ValueError as exc:
+        raise _fail(f"--since: {exc}") from None
+    try:
         options.log_bytes = parse_size(log_bytes)
     except ValueError as exc:
-        raise _fail(f"--since/--log-bytes: {exc}") from None
+        raise _fail(f"--log-bytes: {exc}") from None
     if not path.startswith("/"):
         raise _fail(f"--path {path!r} must start with '/', e.g. --path /health")
     options.probe_path = path
@@ -567,7 +597,7 @@ def triage(
             help="Also send the request to the addresses nginx listens on here.",
         ),
     ] = False,
-    output_format: FormatOpt = OutputFormat.rich,
+    output_format: TriageFormatOpt = TriageFormat.rich,
     ascii_only: Annotated[
         bool, typer.Option("--ascii", help="Use ASCII marks only.")
     ] = False,
@@ -593,16 +623,16 @@ def triage(
     except FactUnavailable as exc:
         raise _fail(exc.reason) from None
     header, data = target.header(), target.to_dict()
-    if output_format is OutputFormat.json:
+    if output_format is TriageFormat.json:
         typer.echo(triage_report.render_triage_json(result, header, data))
-    elif output_format is OutputFormat.markdown:
+    elif output_format is TriageFormat.markdown:
         typer.echo(triage_report.render_triage_markdown(result, header, data))
     else:
         triage_report.print_triage(
             result,
             header,
             data,
-            plain=output_format is OutputFormat.plain,
+            plain=output_format is TriageFormat.plain,
             ascii_only=ascii_only,
         )
     raise typer.Exit(1 if result.winner else 0)
@@ -617,7 +647,7 @@ def show_config(
     unit: UnitOpt = None,
     root: RootOpt = None,
     static: StaticOpt = False,
-    output_format: FormatOpt = OutputFormat.rich,
+    output_format: FormatOpt = ListingFormat.rich,
     probe_timeout: ProbeTimeoutOpt = 20.0,
     pid: PidOpt = None,
     show_all: Annotated[
@@ -664,13 +694,13 @@ def show_config(
         description = projectconfig.describe_tool_config(
             tool, DEFAULTS, today=date.today(), known_checks=known
         )
-        if output_format is OutputFormat.json:
+        if output_format is ListingFormat.json:
             import json
 
             typer.echo(json.dumps(description, indent=2))
         else:
             projectconfig.print_tool_config(
-                description, plain=output_format is OutputFormat.plain
+                description, plain=output_format is ListingFormat.plain
             )
         return
     ctx = Context(target, Options(static=static, probe_timeout=probe_timeout))
@@ -678,7 +708,7 @@ def show_config(
         settings = ctx.fact("settings")
     except FactUnavailable as exc:
         raise _fail(exc.reason) from None
-    if output_format is OutputFormat.json:
+    if output_format is ListingFormat.json:
         import json
 
         data = redact_value(settings.to_dict())
@@ -690,7 +720,7 @@ def show_config(
         from doctor.config_view import print_settings
 
         print_settings(
-            settings, show_all=show_all, plain=output_format is OutputFormat.plain
+            settings, show_all=show_all, plain=output_format is ListingFormat.plain
         )
     # The values shown are gunicorn's defaults and whatever loaded before the
     # failure, so a script must not take them for the deployment's settings.
@@ -700,7 +730,7 @@ def show_config(
 
 @app.command("list")
 def list_checks(
-    output_format: FormatOpt = OutputFormat.rich,
+    output_format: FormatOpt = ListingFormat.rich,
 ) -> None:
     """List the registered checks: id, area and title."""
     from doctor.registry import RegistryError, load_registry
@@ -709,7 +739,7 @@ def list_checks(
         registry = load_registry()
     except RegistryError as exc:
         raise _fail(str(exc)) from None
-    if output_format is OutputFormat.json:
+    if output_format is ListingFormat.json:
         import json
 
         rows = [
@@ -749,4 +779,15 @@ def explain(
 
 
 def run() -> None:
-    app(prog_name="gunicorn-doctor")
+    try:
+        app(prog_name="gunicorn-doctor")
+    except OSError as exc:
+        # Writing the report failed (a full disk, a closed terminal); the
+        # report is lost, so say so in one line rather than a traceback.
+        try:
+            sys.stderr.write(
+                f"gunicorn-doctor: error: cannot write the report: {exc.strerror or exc}\n"
+            )
+        except OSError:
+            pass
+        sys.exit(EXIT_USAGE)

@@ -14,7 +14,9 @@ def print_settings(settings: EffectiveSettings, *, show_all: bool, plain: bool) 
     from rich.table import Table
 
     no_color = plain or "NO_COLOR" in os.environ or not sys.stdout.isatty()
-    console = Console(no_color=no_color, highlight=False, emoji=False)
+    # Piped output keeps whole lines: a cut file:line would defeat the command.
+    width = None if sys.stdout.isatty() else 400
+    console = Console(no_color=no_color, highlight=False, emoji=False, width=width)
     if settings.estimated:
         console.print(
             f"Static estimate, not resolved by gunicorn: {settings.estimate_reason}",

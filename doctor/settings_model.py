@@ -53,6 +53,9 @@ class EffectiveSettings:
     error: dict | None = None
     cli_flags: dict[str, list[str]] = field(default_factory=dict)
     estimate_reason: str | None = None
+    # Set when the settings probe ran the config but never reported: it timed
+    # out or the process exited. gunicorn would then hang or exit at start too.
+    load_failure: str | None = None
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.values.get(name, default)

@@ -39,7 +39,23 @@ def settings(ctx: Context) -> EffectiveSettings:
             ctx, f"the venv's interpreter cannot run: {venv.interpreter_problem}"
         )
     resolved, failure = _ask_gunicorn(ctx, venv)
-    return resolved or estimate(ctx, failure)
+    if resolved is not None:
+        return resolved
+    estimated = estimate(ctx, failure)
+    estimated.load_failure = _load_failure(settings_probe(ctx).result, ctx)
+    return estimated
+
+
+def _load_failure(result, ctx: Context) -> str | None:
+    """Describe a probe that started but did not survive loading the config."""
+    if result.data is not None or result.returncode is None and not result.timed_out:
+        return None
+    if result.timed_out:
+        return (
+            f"loading the configuration did not finish within"
+            f" {ctx.options.probe_timeout:g} s"
+        )
+    return result.error
 
 
 def _probe_argv(ctx: Context) -> list[str]:
