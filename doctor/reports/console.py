@@ -87,6 +87,8 @@ def print_report(
     summary = report.summary
     out("")
     parts = [f"{summary[s]} {s}" for s in ("error", "warning", "info", "ok", "skipped")]
+    if summary.get("waived"):
+        parts.append(f"{summary['waived']} waived")
     style = "bold red" if report.exit_code else "bold green"
     out(f"Summary: {', '.join(parts)}; exit code {report.exit_code}", style)
 
@@ -94,9 +96,16 @@ def print_report(
 def _print_finding(out, finding: Finding, marks: dict, verbose: bool) -> None:
     mark = marks[finding.severity]
     timing = f" ({finding.duration:.2f} s)" if verbose and finding.duration else ""
-    out(
-        f"  {mark} {finding.title}  [{finding.check}]{timing}", STYLES[finding.severity]
-    )
+    waived = " (waived)" if finding.waiver else ""
+    style = "dim" if finding.waiver else STYLES[finding.severity]
+    out(f"  {mark} {finding.title}  [{finding.check}]{waived}{timing}", style)
+    if finding.waiver:
+        expires = finding.waiver.get("expires")
+        out(
+            f"      waived: {finding.waiver.get('reason')}"
+            + (f" (until {expires})" if expires else ""),
+            "dim",
+        )
     show_body = finding.severity in (Severity.WARNING, Severity.ERROR, Severity.INFO)
     if finding.severity is Severity.SKIPPED or verbose:
         show_body = True
