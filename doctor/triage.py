@@ -32,6 +32,8 @@ MAX_NOTES = 3
 UNIX_MISSING_TEXT = "connect() to unix:... failed (2: No such file or directory)"
 
 
+NOTHING_EXAMINED = "no log or probe that would show it could be read"
+
 # For each candidate: the log signatures and probe verdicts that would show
 # it, used to say what was examined when it is ruled out.
 RELEVANT = {
@@ -121,6 +123,13 @@ def _log_points(count: int) -> int:
     return min(count * LOG_POINTS_PER_LINE, LOG_POINTS_CAP)
 
 
+def _was_read(evidence) -> bool:
+    """Tell whether any of a log's files yielded lines or was read without error."""
+    if evidence is None:
+        return False
+    return any(tail.lines or not tail.error for tail in evidence.tails)
+
+
 def _plural(count: int, noun: str, plural: str | None = None) -> str:
     return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
@@ -177,10 +186,15 @@ def triage(ctx: Context) -> Triage:
     if winner is not None:
         winner.evidence.extend(evidence.live_502s())
     others = [c for c in ranked if c is not winner]
-    ruled_out = [c for c in candidates.values() if c.points == 0]
-    for candidate in ruled_out:
+    ruled_out = []
+    for candidate in (c for c in candidates.values() if c.points == 0):
         if not candidate.ruled_out_because:
             candidate.ruled_out_because = evidence.default_reason(candidate)
+        if candidate.ruled_out_because == NOTHING_EXAMINED:
+            # Not ruled out: nothing that would show it could be read.
+            unavailable.append(f"{candidate.title}: {NOTHING_EXAMINED}")
+        else:
+            ruled_out.append(candidate)
     examined = [f"probe of {run.bind}" for run in probes]
     if masters is not None:
         examined.append("the process table")
@@ -422,8 +436,8 @@ class _Evidence:
         self.notes: list[str] = []
         self.binds = ", ".join(settings.get("bind") or [])
         self.gunicorn_events = gunicorn_events
-        self.nginx_log_read = ctx.peek("nginx_log") is not None
-        self.gunicorn_log_read = ctx.peek("gunicorn_log") is not None
+        self.nginx_log_read = _was_read(ctx.peek("nginx_log"))
+        self.gunicorn_log_read = _was_read(ctx.peek("gunicorn_log"))
         self.kernel_log_read = ctx.peek("kernel_log") is not None
         # Set by the candidates' methods, for folding one into another.
         self.socket_hidden = False
@@ -487,7 +501,7 @@ class _Evidence:
                 + ", ".join(f"{p.bind} got {p.outcome.verdict}" for p in self.probes)
             )
         if not parts:
-            return "nothing that would show it could be examined (see Not examined)"
+            return NOTHING_EXAMINED
         return "; ".join(parts)
 
     # --- one method per candidate ---------------------------------------
@@ -507,6 +521,8 @@ class _Evidence:
             served = [
                 t for t in targets if any(bind_serves(b, t, self.ctx) for b in binds)
             ]
+            if self._running_elsewhere(candidate, served):
+                return
             candidate.ruled_out_because = (
                 f"nginx forwards to {', '.join(sorted({t.describe() for t in served}))},"
                 f" where gunicorn listens"
@@ -545,6 +561,13 @@ class _Evidence:
         if master is not None:
             candidate.ruled_out_because = f"master pid {master.pid} is running"
             return
+        if not self._expected_to_serve():
+            candidate.ruled_out_because = (
+                "nothing expects this deployment to serve: no systemd unit runs it,"
+                f" nginx forwards nothing to {self.binds}, and nginx logged no"
+                " refused connection; start gunicorn when it should serve"
+            )
+            return
         if self.masters is not None:
             candidate.add(PROCESS_POINTS, "no gunicorn master of this deployment runs")
         for run in refused:
@@ -558,6 +581,70 @@ class _Evidence:
         candidate.verdict = (
             f"gunicorn is not running: nothing accepts connections on {self.binds}"
         )
+
+    def _expected_to_serve(self) -> bool:
+        """Tell whether a unit, nginx or nginx's log says this gunicorn should run."""
+        from doctor.addresses import bind_serves, tcp_and_unix_binds
+
+        if self.ctx.target.service is not None:
+            return True
+        if "nginx.refused" in self.nginx_log or "nginx.unix_missing" in self.nginx_log:
+            return True
+        if self.nginx is None:
+            return False
+        binds = tcp_and_unix_binds(self.settings)
+        return any(
+            bind_serves(b, t, self.ctx)
+            for b in binds
+            for t in self.nginx.proxy_targets
+            if t.kind != "variable"
+        )
+
+    def _master_listening(self, master) -> set[str]:
+        # gunicorn 26 and later also listen on a control socket of their own.
+        control = f"unix:{self.settings.get('control_socket')}"
+        return {listener.describe() for listener in master.listeners} - {control}
+
+    def _running_elsewhere(self, candidate, served) -> bool:
+        """Report a running master that does not listen where nginx connects."""
+        master = self._this_master()
+        if master is None:
+            return False
+        listening = self._master_listening(master)
+        if not listening:
+            return False
+        missed = [t for t in served if t.describe() not in listening]
+        wildcard = {f"0.0.0.0:{t.port}" for t in missed} | {
+            f"[::]:{t.port}" for t in missed
+        }
+        if not missed or wildcard & listening:
+            return False
+        first = missed[0]
+        candidate.add(
+            CONFIG_POINTS,
+            f"master pid {master.pid} listens on {', '.join(sorted(listening))}",
+        )
+        candidate.evidence.append(f"  {master.process.row()}")
+        candidate.evidence.append(f"{first.location}: {first.text}")
+        refused = self._log(
+            candidate, "nginx.refused", "connect() failed (111: Connection refused)"
+        )
+        candidate.verdict = (
+            f"nginx connects to {first.describe()}, where gunicorn's config binds,"
+            f" but the running master pid {master.pid} listens on"
+            f" {', '.join(sorted(listening))}"
+            + (
+                f" — {_plural(refused, 'refused connection')} in the window"
+                if refused
+                else ""
+            )
+        )
+        candidate.fix = (
+            f"Reload gunicorn so that it binds what its config says (kill -HUP"
+            f" {master.pid}, or systemctl reload UNIT); a master started by hand"
+            " with -b should be started from the unit instead"
+        )
+        return True
 
     def for_app_boot_failure(self, candidate) -> None:
         failures = 0

@@ -1,0 +1,86 @@
+"""Triage when the running master disagrees with its config, or nothing fronts it."""
+
+import pytest
+
+from tests.helpers import copy_fixture, findings_of, run_doctor, run_json
+from tests.nginx import write_config
+from tests.servers import Gunicorn, free_port, wait_for_port, wait_for_workers
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    return copy_fixture("healthy", tmp_path)
+
+
+def test_master_listening_elsewhere_is_the_verdict(
+    deployment, venv_gunicorn_new, tmp_path
+):
+    configured, running = free_port(), free_port()
+    config = deployment / "gunicorn.conf.py"
+    config.write_text(
+        config.read_text().replace("127.0.0.1:8000", f"127.0.0.1:{configured}")
+    )
+    nginx = write_config(
+        tmp_path / "nginx",
+        f"server {{ listen 127.0.0.1:{free_port()};"
+        f" location / {{ proxy_pass http://127.0.0.1:{configured}; }} }}",
+    )
+    server = Gunicorn(
+        venv_gunicorn_new,
+        deployment,
+        "-c",
+        "gunicorn.conf.py",
+        "-b",
+        f"127.0.0.1:{running}",
+        "app:app",
+    )
+    try:
+        wait_for_port(running)
+        wait_for_workers(server.pid, 2)
+        result = run_doctor(
+            "triage",
+            "--venv",
+            str(venv_gunicorn_new),
+            "--nginx",
+            str(nginx),
+            "--format",
+            "json",
+            cwd=deployment,
+        )
+    finally:
+        server.stop()
+    import json
+
+    report = json.loads(result.stdout)
+    verdict = report["verdict"]
+    assert result.returncode == 1
+    assert verdict["cause"] == "upstream-mismatch"
+    assert f"127.0.0.1:{configured}" in verdict["verdict"]
+    assert f"pid {server.pid} listens on 127.0.0.1:{running}" in verdict["verdict"]
+    assert f"kill -HUP {server.pid}" in verdict["fix"]
+
+
+@pytest.mark.quiet("upstream-502")
+def test_stopped_project_nobody_fronts_is_not_a_502(deployment, venv_gunicorn_new):
+    report, result = run_json(
+        "check",
+        "--venv",
+        str(venv_gunicorn_new),
+        "--select",
+        "upstream-502",
+        cwd=deployment,
+    )
+    (finding,) = findings_of(report, "upstream-502")
+    assert finding["severity"] == "ok"
+    assert result.returncode == 0
+    triage, _ = run_json("triage", "--venv", str(venv_gunicorn_new), cwd=deployment)
+    reasons = {c["cause"]: c["why"] for c in triage["ruled_out"]}
+    assert "nothing expects this deployment to serve" in reasons["gunicorn-down"]
+
+
+def test_unexaminable_causes_are_not_ruled_out(tmp_path):
+    root = copy_fixture("ecommerce", tmp_path)
+    report, _ = run_json("triage", "--root", str(root))
+    ruled = {c["cause"] for c in report["ruled_out"]}
+    assert "oom-kill" not in ruled
+    assert any("OOM killer" in item for item in report["not_examined"])
