@@ -577,7 +577,14 @@ class _Evidence:
         )
         self._log(candidate, "nginx.unix_missing", UNIX_MISSING_TEXT)
         if candidate.points and not refused and self.masters is None:
-            candidate.points //= 2
+            # Only old log lines: weaker than a probe or the process table.
+            candidate.points = max(1, candidate.points // 2)
+            candidate.verdict = (
+                f"nginx's connections to {self.binds} were refused: gunicorn was not"
+                " running or not listening there (the processes of this host were"
+                " not examined)"
+            )
+            return
         candidate.verdict = (
             f"gunicorn is not running: nothing accepts connections on {self.binds}"
         )

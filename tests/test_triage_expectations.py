@@ -84,3 +84,25 @@ def test_unexaminable_causes_are_not_ruled_out(tmp_path):
     ruled = {c["cause"] for c in report["ruled_out"]}
     assert "oom-kill" not in ruled
     assert any("OOM killer" in item for item in report["not_examined"])
+
+
+def test_bundle_with_one_refused_line_has_a_verdict(tmp_path):
+    from datetime import datetime, timedelta
+
+    root = copy_fixture("ecommerce", tmp_path)
+    logs = root / "var/log/nginx"
+    logs.mkdir(parents=True)
+    stamp = (datetime.now() - timedelta(minutes=10)).strftime("%Y/%m/%d %H:%M:%S")
+    (logs / "error.log").write_text(
+        f"{stamp} [error] 1234#1234: *5 connect() failed (111: Connection refused)"
+        " while connecting to upstream, client: 127.0.0.1, server: shop.test,"
+        ' request: "GET / HTTP/1.1", upstream: "http://127.0.0.1:5000/",'
+        ' host: "shop.test"\n'
+    )
+    report, result = run_json("triage", "--root", str(root))
+    assert result.returncode == 1
+    assert report["verdict"]["cause"] == "gunicorn-down"
+    assert "were refused" in report["verdict"]["verdict"]
+    assert any(
+        "111: Connection refused" in line for line in report["verdict"]["evidence"]
+    )
