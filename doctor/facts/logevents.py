@@ -107,6 +107,10 @@ def gunicorn_log(ctx: Context) -> LogEvidence:
             f"errorlog is set by an expression, {settings.non_literal['errorlog']},"
             " which static reading cannot evaluate; run without --static"
         )
+    if settings.error and settings.source("errorlog").kind == "default":
+        raise FactUnavailable(
+            "the configuration did not load, so where gunicorn logs is unknown"
+        )
     errorlog = settings.get("errorlog") or "-"
     if errorlog == "-":
         return _journal_log(ctx)

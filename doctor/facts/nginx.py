@@ -9,6 +9,7 @@ under ``--root`` as they would on the host the tree came from.
 from __future__ import annotations
 
 import glob
+import os
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -172,6 +173,11 @@ def _parse_tree(ctx: Context, path: str, config: NginxConfig, depth: int = 0) ->
     if not host.is_file():
         config.errors.append((path, None, f"{path} does not exist or is not a file"))
         return []
+    if not os.access(host, os.R_OK):
+        # nginx's master reads its files as root; this is the doctor's own limit.
+        raise FactUnavailable(
+            f"the doctor (uid {os.getuid()}) cannot read {path}; run it as root"
+        )
     config.files.append(path)
     payload = crossplane.parse(
         str(host),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -79,6 +80,19 @@ def _read(
 
     try:
         text = ctx.fs.host(path).read_text(encoding="utf-8")
+    except PermissionError as exc:
+        if included_from is None:
+            raise FactUnavailable(
+                f"the doctor (uid {os.getuid()}) cannot read {path}: {exc.strerror};"
+                " run it as root"
+            ) from None
+        where, number, line = included_from
+        result.problems.append(
+            RequirementProblem(
+                where, number, line, f"{path} cannot be read: {exc.strerror}"
+            )
+        )
+        return
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         where, number, line = included_from or (path, 0, "")
