@@ -152,3 +152,21 @@ def test_skipped_without_live_host(flag, tmp_path):
     report, _ = run_json("check", *args, "--select", "config-reloaded")
     (finding,) = findings_of(report, "config-reloaded")
     assert finding["severity"] == "skipped"
+
+
+@pytest.mark.quiet("config-reloaded")
+def test_bind_given_on_master_command_line(deployment, venv_gunicorn_new):
+    server = start(venv_gunicorn_new, deployment, free_port())
+    try:
+        report, _ = run_json(
+            "check",
+            "--venv",
+            str(venv_gunicorn_new),
+            "--select",
+            "config-reloaded",
+            cwd=deployment,
+        )
+    finally:
+        server.stop()
+    findings = findings_of(report, "config-reloaded")
+    assert [f["severity"] for f in findings] == ["ok"]
