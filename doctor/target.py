@@ -250,8 +250,9 @@ def _root(root: str | None) -> RootFS:
         return RootFS("/")
     path = Path(root)
     if not path.is_dir():
+        what = "is not a directory" if path.exists() else "no such directory"
         raise DiscoveryError(
-            f"--root {root}: no such directory; pass the top of an unpacked"
+            f"--root {root}: {what}; pass the top of an unpacked"
             " filesystem tree (the directory that contains etc/)"
         )
     return RootFS(path)
@@ -264,8 +265,11 @@ def _apply_explicit(target: Target, options: DiscoveryOptions) -> None:
         if fs.is_live:
             chdir = os.path.abspath(os.path.join(options.cwd, chdir))
         if not fs.host(chdir).is_dir():
+            what = (
+                "is not a directory" if fs.host(chdir).exists() else "no such directory"
+            )
             raise DiscoveryError(
-                f"--chdir {options.chdir}: no such directory; pass the directory"
+                f"--chdir {options.chdir}: {what}; pass the directory"
                 " gunicorn runs in (the unit's WorkingDirectory)"
             )
         target.chdir = Sourced(chdir, "--chdir option")
@@ -322,9 +326,10 @@ def _apply_unit(target: Target, unit_path: str, how: str) -> None:
 
     fs = target.fs
     host_path = fs.host(unit_path)
-    if not host_path.exists() and not host_path.is_symlink():
+    if host_path.is_dir() or (not host_path.exists() and not host_path.is_symlink()):
+        what = "is a directory" if host_path.is_dir() else "no such file"
         raise DiscoveryError(
-            f"--unit {unit_path}: no such file; pass the path of the service's"
+            f"--unit {unit_path}: {what}; pass the path of the service's"
             " unit file, e.g. /etc/systemd/system/myapp.service"
         )
     unit = load_unit(host_path, fs.display(host_path))

@@ -565,3 +565,16 @@ def test_show_tool_config_invalid_file(ecommerce):
     path = pyproject(ecommerce, '\n[tool.gunicorn-doctor]\nfail-on = "sometimes"\n')
     message = error_line(show_tool_config(ecommerce))
     assert f"{path}:5: fail-on = 'sometimes'" in message
+
+
+def test_expired_waiver_outside_select_is_quiet(ecommerce):
+    pyproject(
+        ecommerce,
+        "\n[[tool.gunicorn-doctor.waivers]]\n"
+        'check = "logs-rotation"\nreason = "old"\nexpires = 2020-01-01\n',
+    )
+    report, result = run_json(
+        "check", "--root", str(ecommerce), "--select", "config-unknown-names"
+    )
+    assert waiver_findings(report, "warning") == []
+    assert result.returncode == 0
