@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 from doctor.context import Context, FactUnavailable, fact
+from doctor.probes.gunicorn_doctor_probe_common import (
+    canonical_name,
+    read_metadata_headers,
+)
 
 INTERPRETER_NAMES = ("python", "python3")
 
@@ -117,11 +120,6 @@ def _read_pyvenv_cfg(path: Path) -> dict[str, str]:
     return values
 
 
-def canonical_name(name: str) -> str:
-    """Normalize a distribution name as PEP 503 does."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def read_dist_info(venv_host: Path) -> dict[str, str]:
     """Read installed distributions from metadata files, without running Python."""
     packages = {}
@@ -181,20 +179,10 @@ def _top_level_of(meta_dir: Path) -> set[str]:
 
 
 def _read_metadata_headers(path: Path) -> tuple[str | None, str | None]:
-    name = version = None
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if not line.strip():
-                    break
-                key, _, value = line.partition(":")
-                if key == "Name":
-                    name = value.strip()
-                elif key == "Version":
-                    version = value.strip()
+        return read_metadata_headers(path)
     except OSError:
         return None, None
-    return name, version
 
 
 def _locate_interpreter(ctx: Context, info: VenvInfo) -> None:
