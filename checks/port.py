@@ -603,21 +603,35 @@ def _nobody_finding(ctx: Context, plan: BindPlan, bind: Bind, running: Running):
     address = bind.describe()
     if running.current is not None:
         master = running.current
+        # gunicorn 26 and later also listen on a control socket of their own.
+        control = f"unix:{ctx.fact('settings').get('control_socket')}"
         theirs = sorted(
             {
                 s.describe()
                 for s in ctx.fact("listen_sockets").sockets
                 if any(running.owner(pid) is master for pid in s.pids)
             }
+            - {control}
         )
+        if master.argv_binds:
+            fix = (
+                f"Restart the master without -b {' -b '.join(master.argv_binds)} on"
+                " its command line: a SIGHUP keeps the binds it was started with"
+                + (f" (systemctl restart {name})" if name else "")
+            )
+        else:
+            fix = (
+                f"kill -HUP {master.pid}  (gunicorn rereads its config and rebinds"
+                " changed addresses)"
+                + (f", or systemctl restart {name}" if name else "")
+            )
         return error(
             f"nothing listens on {address}, but master pid {master.pid} of this app"
             " runs",
             "The master was started with other settings than those on disk"
             f" (it listens on {', '.join(theirs) or 'nothing the doctor sees'}),"
             " so nginx gets 'Connection refused' on this address.",
-            fix=f"kill -HUP {master.pid}  (gunicorn rereads its config and rebinds"
-            " changed addresses)" + (f", or systemctl restart {name}" if name else ""),
+            fix=fix,
             evidence=[bind.origin, master.process.row()],
             location=bind.location,
         )

@@ -80,21 +80,11 @@ def config_reloaded(ctx: Context):
     )
 
 
-def _started_with_binds(master) -> list[str] | None:
-    """Return the binds the master's own command line gives, if it gives any."""
-    from doctor.static_settings import ArgvError, parse_argv
-
-    try:
-        return parse_argv(list(master.argv)).values.get("bind")
-    except ArgvError:
-        return None
-
-
 def _compare_binds(ctx: Context, master, settings):
     configured = sorted({_bind_text(b) for b in settings.get("bind") or []})
     # -b on the master's command line wins over the config file and survives
     # a SIGHUP, so a config that says otherwise was not what the master read.
-    started_with = _started_with_binds(master)
+    started_with = master.argv_binds
     if started_with and ctx.target.master_argv is None:
         configured = sorted({_bind_text(b) for b in started_with})
     # gunicorn 26 and later also listen on a control socket of their own.

@@ -646,11 +646,16 @@ class _Evidence:
                 else ""
             )
         )
-        candidate.fix = (
-            f"Reload gunicorn so that it binds what its config says (kill -HUP"
-            f" {master.pid}, or systemctl reload UNIT); a master started by hand"
-            " with -b should be started from the unit instead"
-        )
+        if master.argv_binds:
+            candidate.fix = (
+                f"Restart the master without -b {' -b '.join(master.argv_binds)}:"
+                " a SIGHUP keeps the binds it was started with"
+            )
+        else:
+            candidate.fix = (
+                f"Reload gunicorn so that it binds what its config says (kill -HUP"
+                f" {master.pid})"
+            )
         return True
 
     def for_app_boot_failure(self, candidate) -> None:

@@ -841,3 +841,43 @@ def test_unprivileged_doctor_cannot_see_holder(open_dir, nobody_python):
         f"127.0.0.1:{port} is held by a process the doctor cannot see"
     )
     assert finding["evidence"] == [f"LISTEN 127.0.0.1:{port} uid=0"]
+
+
+@pytest.mark.fires("port-listener")
+def test_master_started_with_other_bind(tmp_path, venv_gunicorn_new):
+    from tests.helpers import copy_fixture, run_json
+    from tests.servers import Gunicorn, free_port, wait_for_port, wait_for_workers
+
+    deployment = copy_fixture("healthy", tmp_path)
+    configured, running = free_port(), free_port()
+    config = deployment / "gunicorn.conf.py"
+    config.write_text(
+        config.read_text().replace("127.0.0.1:8000", f"127.0.0.1:{configured}")
+    )
+    server = Gunicorn(
+        venv_gunicorn_new,
+        deployment,
+        "-c",
+        "gunicorn.conf.py",
+        "-b",
+        f"127.0.0.1:{running}",
+        "app:app",
+    )
+    try:
+        wait_for_port(running)
+        wait_for_workers(server.pid, 2)
+        report, _ = run_json(
+            "check",
+            "--venv",
+            str(venv_gunicorn_new),
+            "--select",
+            "port-listener",
+            cwd=deployment,
+        )
+    finally:
+        server.stop()
+    (finding,) = [f for f in report["findings"] if f["severity"] == "error"]
+    assert f"nothing listens on 127.0.0.1:{configured}" in finding["title"]
+    assert f"127.0.0.1:{running}" in finding["detail"]
+    assert "gunicorn.ctl" not in finding["detail"]
+    assert f"without -b 127.0.0.1:{running}" in finding["fix"]

@@ -57,7 +57,7 @@ def test_master_listening_elsewhere_is_the_verdict(
     assert verdict["cause"] == "upstream-mismatch"
     assert f"127.0.0.1:{configured}" in verdict["verdict"]
     assert f"pid {server.pid} listens on 127.0.0.1:{running}" in verdict["verdict"]
-    assert f"kill -HUP {server.pid}" in verdict["fix"]
+    assert f"without -b 127.0.0.1:{running}" in verdict["fix"]
 
 
 @pytest.mark.quiet("upstream-502")

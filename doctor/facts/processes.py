@@ -74,6 +74,19 @@ class Master:
         return gunicorn_args(list(self.process.cmdline))
 
     @property
+    def argv_binds(self) -> list[str]:
+        """Return the binds the master's command line gives (-b), if any.
+
+        They win over the config file and survive a SIGHUP reload.
+        """
+        from doctor.static_settings import ArgvError, parse_argv
+
+        try:
+            return list(parse_argv(self.argv).values.get("bind") or [])
+        except ArgvError:
+            return []
+
+    @property
     def program(self) -> str | None:
         """Return the gunicorn script or interpreter the master was started with."""
         cmdline = list(self.process.cmdline)
