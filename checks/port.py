@@ -603,8 +603,7 @@ def _nobody_finding(ctx: Context, plan: BindPlan, bind: Bind, running: Running):
     address = bind.describe()
     if running.current is not None:
         master = running.current
-        # gunicorn 26 and later also listen on a control socket of their own.
-        control = f"unix:{ctx.fact('settings').get('control_socket')}"
+        control = ctx.fact("settings").control_socket_address
         theirs = sorted(
             {
                 s.describe()

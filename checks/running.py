@@ -83,13 +83,11 @@ def config_reloaded(ctx: Context):
 def _compare_binds(ctx: Context, master, settings):
     configured = sorted({_bind_text(b) for b in settings.get("bind") or []})
     # -b on the master's command line wins over the config file and survives
-    # a SIGHUP, so a config that says otherwise was not what the master read.
+    # a SIGHUP, so a config with other binds was not what the master read.
     started_with = master.argv_binds
     if started_with and ctx.target.master_argv is None:
         configured = sorted({_bind_text(b) for b in started_with})
-    # gunicorn 26 and later also listen on a control socket of their own.
-    control = f"unix:{settings.get('control_socket')}"
-    listening = sorted({lst.describe() for lst in master.listeners} - {control})
+    listening = sorted(master.serving_addresses(settings))
     if not listening or any(b.startswith("fd://") for b in configured):
         return []
     if set(configured) == set(listening):

@@ -607,7 +607,7 @@ def triage(
     ] = False,
     probe_timeout: ProbeTimeoutOpt = 20.0,
 ) -> None:
-    """Answer "why 502": one verdict, the evidence, the fix, and what was ruled out.
+    """Print why nginx answers 502: one verdict, its evidence, the fix, and what was ruled out.
 
     Exits with status 1 when a cause of 502 responses was found.
     """
@@ -787,7 +787,7 @@ def run() -> None:
         app(prog_name="gunicorn-doctor")
     except OSError as exc:
         # Writing the report failed (a full disk, a closed terminal); the
-        # report is lost, so say so in one line rather than a traceback.
+        # report is lost, so report that in one line rather than a traceback.
         try:
             sys.stderr.write(
                 f"gunicorn-doctor: error: cannot write the report: {exc.strerror or exc}\n"

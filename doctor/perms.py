@@ -1,6 +1,6 @@
 """Permission verdicts for a named user, computed from owners and mode bits.
 
-The doctor often runs as root, for which ``os.access`` says yes to almost
+The doctor often runs as root, for which ``os.access`` returns True for almost
 everything, so it cannot answer "can www-data write this?". These functions
 answer from the file's owner, group and mode and the user's groups, as the
 kernel does for a process without capabilities (ACLs are not read), and walk

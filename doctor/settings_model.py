@@ -70,6 +70,18 @@ class EffectiveSettings:
             return Location(src.path, src.line)
         return None
 
+    @property
+    def control_socket_address(self) -> str | None:
+        """Return the address of gunicorn's own control socket, if it has one.
+
+        gunicorn 26 and later listen on it besides the binds; it serves no
+        requests, so it is left out wherever listeners are compared with binds.
+        """
+        path = self.values.get("control_socket")
+        if not path or self.values.get("control_socket_disable"):
+            return None
+        return f"unix:{path}"
+
     def describe(self, name: str) -> str:
         """Render ``name = value (source)`` for evidence lines."""
         value = self.non_literal.get(name, self.values.get(name))

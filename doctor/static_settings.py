@@ -1,9 +1,9 @@
 """Estimate effective settings without executing anything.
 
 Reads the command line and ``GUNICORN_CMD_ARGS`` with the flag table of the
-newest gunicorn this doctor knows, and the config file with ``ast``: only
-top-level assignments of literals give values; any other expression is kept
-as source text and marked non-literal. Used in static mode and whenever the
+newest gunicorn whose settings table ships with the doctor, and the config
+file with ``ast``. Only top-level assignments of literals give values. Any
+other expression is stored as source text and marked non-literal. Used in static mode and whenever the
 target's own gunicorn cannot be asked.
 """
 

@@ -4,9 +4,9 @@ Evidence comes from four places: nginx's configuration compared with
 gunicorn's binds, one request to each bind (and through nginx), the
 running processes, and the classified lines of nginx's, gunicorn's and the
 kernel's logs within the window. Each candidate cause collects points from
-the evidence that supports it; the one with the most is the verdict, the
-others with points follow it, and those with none are listed as ruled out
-with the reason. A candidate that another one explains (a missing socket
+the evidence that supports it. The one with the most is the verdict, and
+the others with points follow it. Those with none are listed as ruled out,
+with what was examined. A candidate that another one explains (a missing socket
 because gunicorn is down, gunicorn down because its app fails to boot) is
 folded into it, so that the verdict names the cause to fix first.
 """
@@ -590,7 +590,7 @@ class _Evidence:
         )
 
     def _expected_to_serve(self) -> bool:
-        """Tell whether a unit, nginx or nginx's log says this gunicorn should run."""
+        """Tell whether a unit, nginx or nginx's log shows that this gunicorn should run."""
         from doctor.addresses import bind_serves, tcp_and_unix_binds
 
         if self.ctx.target.service is not None:
@@ -607,17 +607,12 @@ class _Evidence:
             if t.kind != "variable"
         )
 
-    def _master_listening(self, master) -> set[str]:
-        # gunicorn 26 and later also listen on a control socket of their own.
-        control = f"unix:{self.settings.get('control_socket')}"
-        return {listener.describe() for listener in master.listeners} - {control}
-
     def _running_elsewhere(self, candidate, served) -> bool:
         """Report a running master that does not listen where nginx connects."""
         master = self._this_master()
         if master is None:
             return False
-        listening = self._master_listening(master)
+        listening = master.serving_addresses(self.settings)
         if not listening:
             return False
         missed = [t for t in served if t.describe() not in listening]

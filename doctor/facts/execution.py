@@ -1,4 +1,4 @@
-"""How the doctor runs the target's code: as whom, where, with which environment."""
+"""The user and environment the doctor runs the target's code with."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def service_identity(ctx: Context) -> RunAs:
     """Return the user to run probes as: the service's ``User=`` when root.
 
     Only a root doctor on the live host can switch users; otherwise probes run
-    as the doctor's own user, and the description says so.
+    as the doctor's own user, and the description states that.
     """
     target = ctx.target
     if target.user is None:
@@ -50,7 +50,7 @@ def service_identity(ctx: Context) -> RunAs:
 def probe_environment(
     ctx: Context, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """Return the environment the service's gunicorn sees."""
+    """Return the environment the service's gunicorn starts with."""
     target = ctx.target
     environment = dict(target.environment) if target.environment else dict(os.environ)
     environment.update(extra or {})

@@ -73,6 +73,11 @@ class Master:
         """Return gunicorn's own arguments, after the program and ``-m gunicorn``."""
         return gunicorn_args(list(self.process.cmdline))
 
+    def serving_addresses(self, settings) -> set[str]:
+        """Return the addresses the master listens on, less its control socket."""
+        found = {listener.describe() for listener in self.listeners}
+        return found - {settings.control_socket_address}
+
     @property
     def argv_binds(self) -> list[str]:
         """Return the binds the master's command line gives (-b), if any.
