@@ -494,18 +494,11 @@ def _write_outputs(reports, paths: dict, *, all_masters: bool) -> None:
 def _prefetch_live_facts(ctx) -> None:
     """Gather the facts that need no settings while the settings probe runs.
 
-    Reading every process's sockets, the process table and nginx's files,
-    and importing the HTTP client, each take tens of milliseconds that would
-    otherwise come after the probe.
+    Reading every process's sockets, the process table and nginx's files
+    each take tens of milliseconds that would otherwise come after the probe.
     """
-    import importlib
-    import threading
-
     for name in ("listen_sockets", "process_table", "nginx"):
         ctx.prefetch(name)
-    threading.Thread(
-        target=importlib.import_module, args=("doctor.upstream",), daemon=True
-    ).start()
 
 
 @dataclass

@@ -13,22 +13,12 @@ through DNS, so that no query leaves the host either.
 from __future__ import annotations
 
 import errno
-import http.client
 import ipaddress
 import math
 import re
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection
-from urllib3.connectionpool import HTTPConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
-
-from doctor import __version__
 
 # Gunicorn's port when a bind names only a host (``gunicorn.util.parse_address``).
 DEFAULT_PORT = 8000
@@ -266,35 +256,62 @@ def probe(
     where = address.describe()
     if connect_host is not None and connect_host != address.host:
         where = f"{where} ({connect_host})"
-    request = _build_request(address, connect_host, host_header, path)
-    adapter = _ProbeAdapter(address, connect_host)
     started = time.monotonic()
     try:
-        # The adapter sends exactly one request and returns once the headers
-        # are parsed. Session.send(allow_redirects=False) would also read the
-        # body of a 3xx to prepare Response.next, so it is not used.
-        response = adapter.send(
-            request, stream=True, timeout=(connect_timeout, read_timeout)
+        connected = _connect(address, connect_host, connect_timeout)
+    except TimeoutError:
+        return Outcome(
+            address,
+            "connect_timeout",
+            None,
+            time.monotonic() - started,
+            None,
+            f"connect() to {where} did not complete within {connect_timeout:g} s,"
+            " so the listen backlog is full or a firewall drops the packets. nginx"
+            " logs 'upstream timed out (110: Connection timed out) while"
+            " connecting to upstream' and returns 504.",
+            [f"connect() to {where}: timed out after {connect_timeout:g} s"],
         )
-    except (
-        requests.RequestException,
-        HTTPError,
-        OSError,
-        http.client.HTTPException,
-    ) as exc:
-        elapsed = time.monotonic() - started
-        adapter.close()
-        return _classify_failure(
-            address, where, exc, elapsed, connect_timeout, read_timeout
-        )
-    elapsed = time.monotonic() - started
+    except OSError as exc:
+        return os_error_outcome(address, where, exc, True, time.monotonic() - started)
+    # Only a connection that was accepted needs the HTTP client.
+    from doctor.httpexchange import exchange
+
+    return exchange(
+        address,
+        connected,
+        where=where,
+        connect_host=connect_host,
+        host_header=host_header,
+        path=path,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        buffer_size=buffer_size,
+        slow_after=slow_after,
+        started=started,
+    )
+
+
+def _connect(
+    address: Address, connect_host: str | None, timeout: float
+) -> socket.socket:
+    """Connect to ``address``; ``connect_host`` is a loopback IP for TCP."""
+    if address.kind == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        destination = address.path
+    else:
+        family = socket.AF_INET6 if ":" in connect_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        # urllib3 sets the same option on the connections it opens.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        destination = (connect_host, address.port)
+    sock.settimeout(timeout)
     try:
-        return _classify_response(
-            address, where, response, elapsed, buffer_size, slow_after
-        )
-    finally:
-        response.close()
-        adapter.close()
+        sock.connect(destination)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _validate_address(address: Address) -> None:
@@ -349,351 +366,14 @@ def _validate_limits(
         )
 
 
-def _build_request(
-    address: Address, connect_host: str | None, host_header: str | None, path: str
-) -> requests.PreparedRequest:
-    if address.kind == "unix":
-        # The URL host is never resolved: the adapter connects to the socket.
-        url = f"http://{UNIX_HOST_HEADER}{path}"
-        default_host = UNIX_HOST_HEADER
-    else:
-        literal = f"[{connect_host}]" if ":" in connect_host else connect_host
-        url = f"http://{literal}:{address.port}{path}"
-        default_host = address.describe()
-        if address.port == 80:
-            default_host = default_host.rsplit(":", 1)[0]
-    headers = {
-        "Host": host_header or default_host,
-        "Connection": "close",
-        "User-Agent": f"gunicorn-doctor/{__version__}",
-        "Accept": "*/*",
-    }
-    return requests.Request("GET", url, headers=headers).prepare()
-
-
-class _CountingReader:
-    """Wrap a response's file object and count the bytes ``readline`` returns."""
-
-    def __init__(self, raw):
-        self.raw = raw
-        self.count = 0
-        self.first_line: bytes | None = None
-        self.last_line: bytes | None = None
-
-    def readline(self, limit: int = -1) -> bytes:
-        line = self.raw.readline(limit)
-        self.count += len(line)
-        if self.first_line is None:
-            self.first_line = line
-        self.last_line = line
-        return line
-
-    def __getattr__(self, name: str):
-        return getattr(self.raw, name)
-
-
-class _MeasuredResponse(http.client.HTTPResponse):
-    """An http.client response that records its raw status line and header size.
-
-    ``begin`` reads the status line and headers with ``fp.readline`` only, so
-    counting those calls measures the header block as nginx buffers it.
-    http.client takes the end of the stream as the end of the headers, so
-    ``headers_complete`` records whether the blank line arrived.
-    """
-
-    status_line: str | None = None
-    header_bytes: int | None = None
-    headers_complete: bool | None = None
-
-    def begin(self) -> None:
-        reader = _CountingReader(self.fp)
-        self.fp = reader
-        try:
-            super().begin()
-        finally:
-            if self.fp is reader:
-                self.fp = reader.raw
-            self.header_bytes = reader.count
-            self.headers_complete = reader.last_line in (b"\r\n", b"\n")
-            if reader.first_line is not None:
-                self.status_line = reader.first_line.decode("iso-8859-1").strip()
-
-
-class _ProbeConnection(HTTPConnection):
-    """A urllib3 connection that measures headers and can use a unix socket."""
-
-    response_class = _MeasuredResponse
-    unix_path: str | None = None
-
-    def _new_conn(self) -> socket.socket:
-        if self.unix_path is None:
-            return super()._new_conn()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        # Raise urllib3's exceptions, as its TCP connect does, so that requests
-        # reports a connect timeout as ConnectTimeout and not as a read error.
-        try:
-            sock.connect(self.unix_path)
-        except TimeoutError as exc:
-            sock.close()
-            raise ConnectTimeoutError(
-                self, f"Connection to unix:{self.unix_path} timed out."
-            ) from exc
-        except OSError as exc:
-            sock.close()
-            raise NewConnectionError(
-                self, f"Failed to establish a new connection: {exc}"
-            ) from exc
-        return sock
-
-
-class _ProbePool(HTTPConnectionPool):
-    ConnectionCls = _ProbeConnection
-
-    def __init__(self, host: str, port: int | None, unix_path: str | None):
-        super().__init__(host, port, maxsize=1)
-        self.unix_path = unix_path
-
-    def _new_conn(self) -> _ProbeConnection:
-        connection = super()._new_conn()
-        connection.unix_path = self.unix_path
-        return connection
-
-
-class _ProbeAdapter(HTTPAdapter):
-    """A requests adapter that sends every request through one probe pool.
-
-    requests has no unix socket transport, and its own pools use urllib3's
-    plain connection, which keeps no header size. The pool ignores proxies
-    and the environment, so the request goes to the probed address only.
-    """
-
-    def __init__(self, address: Address, connect_host: str | None):
-        super().__init__()
-        if address.kind == "unix":
-            self.pool = _ProbePool(UNIX_HOST_HEADER, None, address.path)
-        else:
-            self.pool = _ProbePool(connect_host, address.port, None)
-
-    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
-        return self.pool
-
-    def get_connection(self, url, proxies=None):
-        return self.pool
-
-    def close(self) -> None:
-        self.pool.close()
-        super().close()
-
-
-def _classify_response(
-    address: Address,
-    where: str,
-    response: requests.Response,
-    elapsed: float,
-    buffer_size: int | None,
-    slow_after: float | None,
-) -> Outcome:
-    # requests reads the same attribute to extract cookies.
-    original = getattr(response.raw, "_original_response", None)
-    header_bytes = getattr(original, "header_bytes", None)
-    status = response.status_code
-    status_line = getattr(original, "status_line", None) or (
-        f"{status} {response.reason}"
-    )
-    evidence = [status_line, f"response status line and headers: {header_bytes} bytes"]
-    location = response.headers.get("Location")
-    if 300 <= status < 400 and location:
-        evidence.append(f"Location: {location}")
-
-    verdict, detail = _response_verdict(
-        where,
-        status_line,
-        status,
-        elapsed,
-        header_bytes,
-        getattr(original, "headers_complete", True),
-        location,
-        buffer_size,
-        slow_after,
-    )
-    return Outcome(address, verdict, status, elapsed, header_bytes, detail, evidence)
-
-
-def _response_verdict(
-    where: str,
-    status_line: str,
-    status: int,
-    elapsed: float,
-    header_bytes: int | None,
-    headers_complete: bool,
-    location: str | None,
-    buffer_size: int | None,
-    slow_after: float | None,
-) -> tuple[str, str]:
-    """Return the verdict and detail for a response, the worst problem first."""
-    if not headers_complete:
-        return "closed", (
-            f"{where} closed the connection in the middle of the response headers,"
-            " so the worker died or closed mid-request. nginx logs 'upstream"
-            " prematurely closed connection while reading response header from"
-            " upstream' and returns 502."
-        )
-    returned = f"{where} returned {status_line!r} in {elapsed:.3f} s"
-    if buffer_size is not None and (header_bytes or 0) > buffer_size:
-        return "headers_too_big", (
-            f"{returned} with {header_bytes} bytes of status line and headers,"
-            f" more than proxy_buffer_size {buffer_size}. nginx logs 'upstream"
-            " sent too big header while reading response header from upstream'"
-            " and returns 502."
-        )
-    if status >= 500:
-        return "http_5xx", (
-            f"{returned}, a server error from the application or gunicorn."
-            " nginx passes it on to the client unless proxy_intercept_errors"
-            " is on."
-        )
-    if slow_after is not None and elapsed > slow_after:
-        return "slow", (
-            f"{returned}, later than the {slow_after:g} s limit, past which"
-            " nginx's proxy_read_timeout or gunicorn's worker timeout can end"
-            " the request."
-        )
-    if 300 <= status < 400 and location:
-        return "ok", f"{returned}, and the redirect to {location} was not followed."
-    return "ok", f"{returned}."
-
-
-def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
-    """Yield ``exc`` and every exception it wraps, first the outermost.
-
-    requests and urllib3 wrap the socket error in ``reason``, in ``args`` or
-    as ``__cause__``, depending on where it happened.
-    """
-    pending = [exc]
-    seen: set[int] = set()
-    while pending:
-        current = pending.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        inner = [getattr(current, "reason", None), current.__cause__]
-        inner += [arg for arg in current.args if isinstance(arg, BaseException)]
-        inner.append(current.__context__)
-        pending.extend(e for e in inner if isinstance(e, BaseException))
-
-
-def _classify_failure(
-    address: Address,
-    where: str,
-    exc: Exception,
-    elapsed: float,
-    connect_timeout: float,
-    read_timeout: float,
-) -> Outcome:
-    chain = list(_exception_chain(exc))
-    during_connect = any(isinstance(e, NewConnectionError) for e in chain)
-
-    def outcome(verdict: str, detail: str, evidence: str) -> Outcome:
-        return Outcome(address, verdict, None, elapsed, None, detail, [evidence])
-
-    if isinstance(exc, requests.ConnectTimeout):
-        return outcome(
-            "connect_timeout",
-            f"connect() to {where} did not complete within {connect_timeout:g} s,"
-            " so the listen backlog is full or a firewall drops the packets. nginx"
-            " logs 'upstream timed out (110: Connection timed out) while"
-            " connecting to upstream' and returns 504.",
-            f"connect() to {where}: timed out after {connect_timeout:g} s",
-        )
-    if isinstance(exc, requests.ReadTimeout):
-        return outcome(
-            "no_response",
-            f"{where} accepted the connection but sent no complete response headers"
-            f" within {read_timeout:g} s, so all workers are busy or hung. nginx logs"
-            " 'upstream timed out (110: Connection timed out) while reading"
-            " response header from upstream' and returns 504.",
-            f"recv() from {where}: timed out after {read_timeout:g} s",
-        )
-    for error in chain:
-        if isinstance(error, http.client.RemoteDisconnected):
-            return outcome(
-                "closed",
-                f"{where} closed the connection without sending a response, so the"
-                " worker died or closed mid-request. nginx logs 'upstream"
-                " prematurely closed connection while reading response header"
-                " from upstream' and returns 502.",
-                f"recv() from {where}: connection closed before any response",
-            )
-    for error in chain:
-        if _is_header_limit(error):
-            return outcome(
-                "headers_too_big",
-                f"{where} sent a header line longer than {MAX_HEADER_LINE} bytes"
-                " or more than 100 header lines, which is more than the probe"
-                " reads. Headers this big exceed nginx's default proxy_buffer_size"
-                " of 4k or 8k, and then nginx logs 'upstream sent too big header'"
-                " and returns 502.",
-                f"response from {where}: {error}",
-            )
-    for error in chain:
-        if isinstance(error, http.client.BadStatusLine | http.client.UnknownProtocol):
-            return _not_http(address, where, error, elapsed)
-    for error in chain:
-        if isinstance(error, OSError) and error.errno is not None:
-            return _classify_os_error(address, where, error, during_connect, elapsed)
-    return outcome(
-        "error",
-        f"The probe of {where} failed: {exc}.",
-        f"{type(exc).__name__}: {exc}",
-    )
-
-
-def _is_header_limit(error: BaseException) -> bool:
-    if isinstance(error, http.client.LineTooLong):
-        return True
-    return isinstance(error, http.client.HTTPException) and str(error).startswith(
-        "got more than"
-    )
-
-
-def _not_http(
-    address: Address, where: str, error: BaseException, elapsed: float
-) -> Outcome:
-    sample = str(error.args[0]) if error.args else ""
-    # ngx_http_proxy_process_status_line (ngx_http_proxy_module.c) passes
-    # such bytes on as an HTTP/0.9 response with status 200, not as a 502.
-    detail = (
-        f"{where} sent bytes that are not an HTTP/1.x response. nginx"
-        " logs 'upstream sent no valid HTTP/1.0 header' and passes the bytes on"
-        " without a status line, as an HTTP/0.9 response. curl 7.66 and later"
-        " rejects that with 'Received HTTP/0.9 when not allowed'."
-    )
-    # A TLS alert or handshake record starts with 0x15 or 0x16, then 0x03.
-    if sample[:2] in ("\x15\x03", "\x16\x03"):
-        detail += (
-            " The bytes look like TLS, so gunicorn serves HTTPS (certfile and"
-            " keyfile are set) while the request was plain HTTP."
-        )
-    return Outcome(
-        address,
-        "not_http",
-        None,
-        elapsed,
-        None,
-        detail,
-        [f"first line from {where}: {sample[:EVIDENCE_BYTES]!r}"],
-    )
-
-
-def _classify_os_error(
+def os_error_outcome(
     address: Address,
     where: str,
     error: OSError,
     during_connect: bool,
     elapsed: float,
 ) -> Outcome:
+    """Classify a socket error from connect() or from reading the response."""
     call = f"connect() to {where}" if during_connect else f"recv() from {where}"
     evidence = [f"{call}: {error}"]
     code = error.errno

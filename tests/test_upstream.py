@@ -221,6 +221,30 @@ def test_refused_free_port():
     assert f"127.0.0.1:{port}" in outcome.detail
 
 
+def test_refused_probe_leaves_http_client_unloaded(serve):
+    """Only an accepted connection pays for importing requests."""
+    script = (
+        "import sys\n"
+        "from doctor.upstream import Address, probe\n"
+        "outcome = probe(Address('tcp', host='127.0.0.1', port=int(sys.argv[1])))\n"
+        "print(outcome.verdict, 'requests' in sys.modules)\n"
+    )
+
+    def verdict_and_import(port: int) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(port)],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return result.stdout.strip()
+
+    assert verdict_and_import(free_port()) == "refused False"
+    assert verdict_and_import(serve("200").port) == "ok True"
+
+
 def test_unix_socket_missing(tmp_path):
     path = tmp_path / "missing.sock"
     outcome = probe(Address("unix", path=str(path)))
