@@ -346,8 +346,10 @@ def check(
     configuration: [tool.gunicorn-doctor] in pyproject.toml, or
     .gunicorn-doctor.toml, found from the deployment directory upward.
     """
+    from doctor import headstart
     from doctor.context import Options
     from doctor.findings import Severity
+    from doctor.projectconfig import merge_options
     from doctor.reports import render, render_many
 
     discovery = _discovery_options(
@@ -365,7 +367,7 @@ def check(
         "probe_timeout": probe_timeout,
         "lb_idle_timeout": lb_idle_timeout,
     }
-    chosen = _merge_options(given, tool)
+    chosen = merge_options(given, tool)
     selected, ignored = _split_names(chosen["select"]), _split_names(chosen["ignore"])
     # With every check selected, the settings probe (the slowest step, a
     # child process) is known to be needed before the registry is even
@@ -383,6 +385,8 @@ def check(
         lb_idle_timeout=chosen["lb_idle_timeout"],
     )
     _window_options(options, since, log_bytes, path)
+    if all_masters or not everything:
+        headstart.discard()
     reports = []
     for target in targets:
         examined = _examine(
@@ -394,6 +398,7 @@ def check(
             check_timeout=chosen["check_timeout"],
             fail_on=Severity(chosen["fail_on"]),
             tool=tool,
+            discovery=discovery,
         )
         registry = examined.registry
         reports.append(examined.report)
@@ -424,31 +429,6 @@ def check(
     if exit_zero:
         raise typer.Exit(0)
     raise typer.Exit(max(report.exit_code for report in reports))
-
-
-DEFAULTS = {
-    "select": None,
-    "ignore": None,
-    "fail_on": "error",
-    "static": False,
-    "format": "rich",
-    "check_timeout": 60.0,
-    "probe_timeout": 20.0,
-    "lb_idle_timeout": None,
-}
-
-
-def _merge_options(given: dict, tool) -> dict:
-    """Take each option from the command line, else the project config, else the default."""
-    chosen = {}
-    for key, default in DEFAULTS.items():
-        if given.get(key) is not None:
-            chosen[key] = given[key]
-        elif tool is not None and key in tool.values:
-            chosen[key] = tool.values[key]
-        else:
-            chosen[key] = default
-    return chosen
 
 
 def _load_tool_config(target):
@@ -491,16 +471,6 @@ def _write_outputs(reports, paths: dict, *, all_masters: bool) -> None:
             ) from None
 
 
-def _prefetch_live_facts(ctx) -> None:
-    """Gather the facts that need no settings while the settings probe runs.
-
-    Reading every process's sockets, the process table and nginx's files
-    each take tens of milliseconds that would otherwise come after the probe.
-    """
-    for name in ("listen_sockets", "process_table", "nginx"):
-        ctx.prefetch(name)
-
-
 @dataclass
 class _Examined:
     report: object
@@ -508,23 +478,41 @@ class _Examined:
 
 
 def _examine(
-    target, registry, options, *, selected, ignored, check_timeout, fail_on, tool=None
+    target,
+    registry,
+    options,
+    *,
+    selected,
+    ignored,
+    check_timeout,
+    fail_on,
+    tool=None,
+    discovery=None,
 ) -> _Examined:
-    """Run the selected checks on one target and build its report."""
+    """Run the selected checks on one target and build its report.
+
+    ``discovery`` is given when the run may take over the Context whose
+    settings probe ``doctor.headstart`` started before typer was imported.
+    """
     from dataclasses import replace
 
+    from doctor import headstart
     from doctor.context import Context
     from doctor.findings import exit_code_for
     from doctor.reports import Report
     from doctor.runner import run_checks
 
     options = replace(options)
-    ctx = Context(target, options)
+    ctx = None
+    if registry is None and discovery is not None:
+        ctx = headstart.claim(discovery, target, options)
+    started_early = ctx is not None
+    if ctx is None:
+        ctx = Context(target, options)
     if registry is None:
-        if not options.static:
+        if not options.static and not started_early:
             ctx.prefetch("settings")
-            if target.fs.is_live:
-                _prefetch_live_facts(ctx)
+            headstart.prefetch_settings_free(ctx)
         registry = _load_registry_or_fail()
         specs = registry.select(selected, ignored)
     else:
@@ -689,7 +677,10 @@ def show_config(
         except RegistryError:
             known = None
         description = projectconfig.describe_tool_config(
-            tool, DEFAULTS, today=date.today(), known_checks=known
+            tool,
+            projectconfig.DEFAULTS,
+            today=date.today(),
+            known_checks=known,
         )
         if output_format is ListingFormat.json:
             import json

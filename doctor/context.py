@@ -10,8 +10,10 @@ every check that needs the fact reports ``skipped`` with that reason.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -111,6 +113,9 @@ class Context:
         self.fs: RootFS = target.fs
         self._slots: dict[str, _Slot] = {}
         self._slots_lock = threading.Lock()
+        # Set by ``cancel``: probes started for this Context stop at once.
+        self.cancelled = threading.Event()
+        self._prefetching: list[threading.Thread] = []
 
     @property
     def static(self) -> bool:
@@ -140,12 +145,25 @@ class Context:
         """
 
         def compute() -> None:
-            try:
+            # A fact that failed is computed again by the check that needs
+            # it, and that check reports the reason or the error.
+            with contextlib.suppress(Exception):
                 self.fact(name)
-            except FactUnavailable:
-                pass
 
-        threading.Thread(target=compute, name=f"fact-{name}", daemon=True).start()
+        thread = threading.Thread(target=compute, name=f"fact-{name}", daemon=True)
+        self._prefetching.append(thread)
+        thread.start()
+
+    def cancel(self, wait: float) -> None:
+        """Stop the probes of this Context and wait up to ``wait`` seconds.
+
+        A probe that is running is killed with its process group. Facts
+        computed after this are not to be trusted; the Context is dropped.
+        """
+        self.cancelled.set()
+        deadline = time.monotonic() + wait
+        for thread in self._prefetching:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def peek(self, name: str) -> Any | None:
         """Return fact ``name`` when it was already computed and available."""

@@ -46,6 +46,18 @@ OPTIONS = {
     "probe-timeout": "probe_timeout",
     "lb-idle-timeout": "lb_idle_timeout",
 }
+# The value of each merged option of ``check`` that neither the command line
+# nor the project configuration sets.
+DEFAULTS = {
+    "select": None,
+    "ignore": None,
+    "fail_on": "error",
+    "static": False,
+    "format": "rich",
+    "check_timeout": 60.0,
+    "probe_timeout": 20.0,
+    "lb_idle_timeout": None,
+}
 # The smallest value each timeout accepts, the same as on the command line.
 TIMEOUT_MINIMUMS = {"check-timeout": 0.1, "probe-timeout": 0.1, "lb-idle-timeout": 0}
 WAIVER_KEYS = ("check", "reason", "path", "expires")
@@ -107,6 +119,23 @@ class ToolConfig:
     # Merged-option key -> "FILE:LINE", or "FILE" when the line was not found.
     sources: dict[str, str] = field(default_factory=dict)
     waivers: list[Waiver] = field(default_factory=list)
+
+
+def merge_options(given: dict, tool: ToolConfig | None) -> dict:
+    """Take each option from ``given``, else from ``tool``, else from DEFAULTS.
+
+    ``given`` holds the command line's values, None where an option was not
+    given.
+    """
+    chosen = {}
+    for key, default in DEFAULTS.items():
+        if given.get(key) is not None:
+            chosen[key] = given[key]
+        elif tool is not None and key in tool.values:
+            chosen[key] = tool.values[key]
+        else:
+            chosen[key] = default
+    return chosen
 
 
 def compile_glob(pattern: str) -> re.Pattern[str]:

@@ -37,6 +37,14 @@ class RootFS:
     def __init__(self, root: Path | str = "/"):
         self.root = Path(root).resolve()
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RootFS):
+            return NotImplemented
+        return self.root == other.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
     @property
     def is_live(self) -> bool:
         """True when the root is the host's own ``/``."""

@@ -105,6 +105,7 @@ def _import(ctx: Context, venv, inputs: _Inputs) -> ImportResult:
         user=run_as.uid,
         group=run_as.gid,
         timeout=ctx.options.probe_timeout,
+        cancel=ctx.cancelled,
     )
     return ImportResult(
         spec=inputs.spec,

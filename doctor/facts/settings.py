@@ -114,6 +114,7 @@ def _run_settings_probe(
         user=run_as.uid,
         group=run_as.gid,
         timeout=ctx.options.probe_timeout,
+        cancel=ctx.cancelled,
     )
 
 

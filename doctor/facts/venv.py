@@ -216,6 +216,7 @@ def _probe(ctx: Context, info: VenvInfo) -> None:
         cwd=str(info.host_path),
         env={"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8"},
         timeout=ctx.options.probe_timeout,
+        cancel=ctx.cancelled,
     )
     if result.data is None:
         info.probe_error = result.error or "the interpreter produced no result"

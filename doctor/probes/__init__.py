@@ -18,6 +18,7 @@ import pwd
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,11 +93,13 @@ def run_probe(
     timeout: float = 20.0,
     output_cap: int = 1 << 20,
     with_probes: tuple[str, ...] = (),
+    cancel: threading.Event | None = None,
 ) -> ProbeResult:
     """Run probe ``name`` with interpreter ``python`` and parse its JSON output.
 
     ``with_probes`` names other probes whose code is sent along, importable
-    by the probe as ``gunicorn_doctor_probe_<name>``.
+    by the probe as ``gunicorn_doctor_probe_<name>``. Setting ``cancel``
+    kills the probe; the result then reports it as cancelled.
 
     Expected failures are returned as a sentence in ``ProbeResult.error``: a
     missing or unusable interpreter, a working directory the user cannot
@@ -147,8 +150,12 @@ def run_probe(
     except (subprocess.SubprocessError, ValueError) as exc:
         return failed(f"cannot start the interpreter {python}: {exc}")
 
-    capture = capture_output(process, timeout, output_cap)
+    capture = capture_output(process, timeout, output_cap, cancel)
     stderr = capture.stderr_text()
+    if capture.cancelled:
+        return ProbeResult(
+            None, process.returncode, stderr, False, f"{label} was cancelled"
+        )
     if capture.timed_out:
         return ProbeResult(
             None,
@@ -292,6 +299,7 @@ class Capture:
         self.stderr_dropped = 0
         self.stdout_overflow = False
         self.timed_out = False
+        self.cancelled = False
 
     def add_stderr(self, chunk: bytes) -> None:
         # Keep the tail because tracebacks and the last messages come at the end.
@@ -309,9 +317,14 @@ class Capture:
 
 
 def capture_output(
-    process: subprocess.Popen, timeout: float, output_cap: int
+    process: subprocess.Popen,
+    timeout: float,
+    output_cap: int,
+    cancel: threading.Event | None = None,
 ) -> Capture:
     """Read the probe's pipes until it exits, the deadline passes or stdout overflows.
+
+    Setting ``cancel`` ends the reading too, within ``POLL_SECONDS``.
 
     On every path the probe's process group is killed and the probe reaped.
     """
@@ -326,6 +339,9 @@ def capture_output(
             now = time.monotonic()
             if now >= deadline:
                 capture.timed_out = True
+                break
+            if cancel is not None and cancel.is_set():
+                capture.cancelled = True
                 break
             if drain_deadline is not None and now >= drain_deadline:
                 break
