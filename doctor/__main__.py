@@ -5,6 +5,7 @@ costs no more than starting Python. ``check`` starts its settings probe
 before typer is imported (see ``doctor.headstart``).
 """
 
+import gc
 import sys
 
 
@@ -14,13 +15,23 @@ def main() -> None:
 
         print(f"gunicorn-doctor {__version__}")
         return
+    # A run takes well under a second and leaves little cyclic garbage:
+    # its data are module objects, parsed files and findings that live until
+    # the report is printed. The collector would spend about 15 ms of a
+    # check's CPU time walking them, 74 times, and free nothing that matters.
+    gc.disable()
     if sys.argv[1:2] == ["check"]:
         from doctor.headstart import begin
 
         begin(sys.argv[2:])
     from doctor.cli import run
 
-    run()
+    try:
+        run()
+    finally:
+        # The interpreter collects again at exit. Frozen objects are skipped,
+        # which saves about 25 ms of a check's exit.
+        gc.freeze()
 
 
 if __name__ == "__main__":
