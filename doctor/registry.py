@@ -121,13 +121,11 @@ def load_registry() -> Registry:
     others still load. Two checks with one id is a load error too, because
     ids are a stable contract.
     """
-    from importlib import metadata
+    from doctor.entrypoints import entry_points as group_entry_points
 
     checks: dict[str, CheckSpec] = {}
     errors: list[str] = []
-    entry_points = sorted(
-        metadata.entry_points(group=ENTRY_POINT_GROUP), key=_builtin_first
-    )
+    entry_points = sorted(group_entry_points(ENTRY_POINT_GROUP), key=_builtin_first)
     if not entry_points:
         raise RegistryError(
             f"no checks are registered in the entry-point group {ENTRY_POINT_GROUP!r};"
