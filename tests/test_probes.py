@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ast
 import glob
+import marshal
 import os
 import platform
+import py_compile
 import shutil
 import tempfile
 import textwrap
@@ -15,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from doctor import probes
 from doctor.probes import PROBE_NAMES, ProbeResult, probe_script, run_probe
 from tests.conftest import make_venv
 
@@ -950,3 +953,61 @@ def test_probes_run_on_other_pythons(python, tmp_path):
         assert loaded.data["error"]["stage"] == "probe"
     else:
         assert loaded.data["error"] is None
+
+
+def cached_probe_copy(tmp_path: Path, monkeypatch) -> Path:
+    """Copy the probe scripts, with a ``__pycache__`` whose venv probe differs.
+
+    The cached code of the venv probe reports ``"VENV"`` where its source
+    says ``"venv"``; the source keeps its size and modification time, so the
+    cache still counts as valid. The runner then uses the copy.
+    """
+    copy = tmp_path / "probes"
+    shutil.copytree(probe_script("venv").parent, copy, ignore=ignore_pycache)
+    for script in copy.glob("*.py"):
+        py_compile.compile(str(script), doraise=True)
+    venv_probe = copy / "venv_probe.py"
+    original = venv_probe.read_text()
+    edited = original.replace('probe="venv"', 'probe="VENV"')
+    assert edited != original and len(edited) == len(original)
+    stamp = venv_probe.stat().st_mtime_ns
+    venv_probe.write_text(edited)
+    os.utime(venv_probe, ns=(stamp, stamp))
+    py_compile.compile(str(venv_probe), doraise=True)
+    venv_probe.write_text(original)
+    os.utime(venv_probe, ns=(stamp, stamp))
+    monkeypatch.setattr(probes, "probe_script", lambda name: copy / f"{name}_probe.py")
+    return venv_probe
+
+
+def ignore_pycache(directory: str, names: list[str]) -> list[str]:
+    return [name for name in names if name == "__pycache__"]
+
+
+def run_venv_probe(venv: Path, cwd: Path) -> str:
+    python = str(venv / "bin" / "python")
+    result = run_probe(python, "venv", [], cwd=str(cwd), env=dict(os.environ))
+    assert result.error is None, result.stderr
+    return result.data["probe"]
+
+
+def test_probe_runs_cached_code(venv_gunicorn_new, tmp_path, monkeypatch):
+    venv_probe = cached_probe_copy(tmp_path, monkeypatch)
+
+    assert run_venv_probe(venv_gunicorn_new, tmp_path) == "VENV"
+
+    # A source edited after it was compiled makes the cache stale: the target
+    # compiles the source instead.
+    os.utime(venv_probe, (time.time() + 10, time.time() + 10))
+    assert run_venv_probe(venv_gunicorn_new, tmp_path) == "venv"
+
+
+def test_probe_compiles_source_for_other_magic(
+    venv_gunicorn_new, tmp_path, monkeypatch
+):
+    cached_probe_copy(tmp_path, monkeypatch)
+    monkeypatch.setattr(
+        probes, "_compiled_code", lambda scripts: b"\0\0\r\n" + marshal.dumps(())
+    )
+
+    assert run_venv_probe(venv_gunicorn_new, tmp_path) == "venv"

@@ -12,14 +12,19 @@ JSON line that the script prints.
 from __future__ import annotations
 
 import errno
+import functools
+import importlib.util
 import json
+import marshal
 import os
 import pwd
 import selectors
 import signal
+import struct
 import subprocess
 import threading
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,22 +45,37 @@ COMMON_MODULE = "gunicorn_doctor_probe_common"
 MODULE_PREFIX = "gunicorn_doctor_probe_"
 BOOTSTRAP = f"""\
 import os, sys, types
-_directory, _names = sys.argv[1], sys.argv[2].split(",")
-_sources = sys.argv[3 : 3 + len(_names)]
-_source = sys.argv[3 + len(_names)]
-del sys.argv[1 : 4 + len(_names)]
+_directory, _names, _code_fd = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
+_sources = sys.argv[4 : 4 + len(_names)]
+_source = sys.argv[4 + len(_names)]
+del sys.argv[1 : 5 + len(_names)]
 if sys.path and sys.path[0] == "":
     sys.path[0] = os.path.dirname(os.path.abspath(sys.executable))
-for _name, _module_source in zip(_names, _sources):
+_codes = None
+if _code_fd != "-":
+    with os.fdopen(int(_code_fd), "rb") as _file:
+        _blob = _file.read()
+    try:
+        import marshal
+        from importlib.util import MAGIC_NUMBER
+        if _blob.startswith(MAGIC_NUMBER):
+            _codes = marshal.loads(_blob[len(MAGIC_NUMBER) :])
+    except Exception:
+        _codes = None
+for _index, (_name, _module_source) in enumerate(zip(_names, _sources)):
     _module = types.ModuleType(_name)
     sys.modules[_name] = _module
-    exec(compile(_module_source, "<" + _name + ">", "exec"), _module.__dict__)
+    if _codes:
+        _code = _codes[_index]
+    else:
+        _code = compile(_module_source, "<" + _name + ">", "exec")
+    exec(_code, _module.__dict__)
 try:
     os.chdir(_directory)
 except OSError as _exc:
     sys.stderr.write("{CHDIR_MARKER} %s\\n" % (_exc.strerror,))
     sys.exit({CHDIR_EXIT_STATUS})
-exec(compile(_source, "<probe>", "exec"))
+exec(_codes[-1] if _codes else compile(_source, "<probe>", "exec"))
 """
 
 __all__ = ["PROBE_NAMES", "ProbeResult", "probe_script", "run_probe"]
@@ -115,8 +135,8 @@ def run_probe(
     if not os.path.isdir(cwd):
         return failed(f"the working directory {cwd} does not exist")
 
-    # The bootstrap is passed with -c and receives the working directory and
-    # the probe's source as arguments. Running a script by path would put
+    # The bootstrap is passed with -c and receives the working directory, the
+    # descriptor of the compiled code and the probe's source as arguments. Running a script by path would put
     # this package's directory first on sys.path, where it could shadow user
     # modules. With -c, sys.path[0] is "", the working directory, and the
     # bootstrap replaces it with the interpreter's directory, as
@@ -131,7 +151,9 @@ def run_probe(
         modules[MODULE_PREFIX + extra] = probe_script(extra)
     sources = [path.read_text(encoding="utf-8") for path in modules.values()]
     source = script.read_text(encoding="utf-8")
-    command = [python, "-c", BOOTSTRAP, cwd, ",".join(modules), *sources, source]
+    code_fd = compiled_code_file(tuple(modules.items()) + (("", script),))
+    command = [python, "-c", BOOTSTRAP, cwd, ",".join(modules)]
+    command += [str(code_fd) if code_fd is not None else "-", *sources, source]
     command += args
     try:
         process = subprocess.Popen(
@@ -143,12 +165,16 @@ def run_probe(
             stderr=subprocess.PIPE,
             process_group=0,
             close_fds=True,
+            pass_fds=() if code_fd is None else (code_fd,),
             **privilege_kwargs(user, group),
         )
     except OSError as exc:
         return failed(describe_start_error(exc, python, user))
     except (subprocess.SubprocessError, ValueError) as exc:
         return failed(f"cannot start the interpreter {python}: {exc}")
+    finally:
+        if code_fd is not None:
+            os.close(code_fd)
 
     capture = capture_output(process, timeout, output_cap, cancel)
     stderr = capture.stderr_text()
@@ -180,6 +206,86 @@ def run_probe(
     elif data is None:
         error = f"{label} {parse_error} (exit status {process.returncode})"
     return ProbeResult(data, process.returncode, stderr, False, error)
+
+
+def compiled_code_file(scripts: tuple[tuple[str, Path], ...]) -> int | None:
+    """Return the descriptor of a memory file with the scripts' code, or None.
+
+    Compiling the probe scripts takes the target's interpreter about 10 ms
+    of every probe. The doctor's own install has them compiled already, in
+    its ``__pycache__``, so the bootstrap gets that code, behind this
+    interpreter's MAGIC_NUMBER, and compiles the sources only when its own
+    magic number differs. ``scripts`` pairs module names with paths; the
+    empty name is the probe itself. None means no valid cache, or no memfd.
+    """
+    blob = _compiled_code(scripts)
+    if blob is None or not hasattr(os, "memfd_create"):
+        return None
+    descriptor = os.memfd_create("gunicorn-doctor-probe", os.MFD_CLOEXEC)
+    view = memoryview(blob)
+    while view:
+        view = view[os.write(descriptor, view) :]
+    os.lseek(descriptor, 0, os.SEEK_SET)
+    return descriptor
+
+
+def _compiled_code(scripts: tuple[tuple[str, Path], ...]) -> bytes | None:
+    try:
+        versions = tuple(
+            (module, path, path.stat().st_mtime_ns, path.stat().st_size)
+            for module, path in scripts
+        )
+    except OSError:
+        return None
+    return _compiled_code_of(versions)
+
+
+@functools.cache
+def _compiled_code_of(
+    versions: tuple[tuple[str, Path, int, int], ...],
+) -> bytes | None:
+    """Build the blob once per version of the scripts, keyed by their stat."""
+    codes = []
+    for module, path, _, _ in versions:
+        code = _cached_code(path)
+        if code is None:
+            return None
+        # The bootstrap names them so when it compiles the sources, and the
+        # probes recognize their own frames in tracebacks by these names.
+        codes.append(_renamed(code, f"<{module}>" if module else "<probe>"))
+    return importlib.util.MAGIC_NUMBER + marshal.dumps(tuple(codes))
+
+
+def _cached_code(path: Path):
+    """Load the code of ``path`` from its ``__pycache__`` file, if still valid."""
+    try:
+        cached = Path(importlib.util.cache_from_source(str(path))).read_bytes()
+        source = path.stat()
+    except (OSError, NotImplementedError, ValueError):
+        return None
+    magic = importlib.util.MAGIC_NUMBER
+    header = len(magic) + 12
+    if len(cached) < header or not cached.startswith(magic):
+        return None
+    flags, mtime, size = struct.unpack("<3I", cached[len(magic) : header])
+    # Only a timestamp-based file (flags 0, as pip writes them) can be
+    # checked against the source without hashing it.
+    if flags != 0 or mtime != int(source.st_mtime) & 0xFFFFFFFF:
+        return None
+    if size != source.st_size & 0xFFFFFFFF:
+        return None
+    try:
+        return marshal.loads(cached[header:])
+    except (EOFError, ValueError, TypeError):
+        return None
+
+
+def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
+    constants = tuple(
+        _renamed(item, filename) if isinstance(item, types.CodeType) else item
+        for item in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=constants)
 
 
 def failed(message: str) -> ProbeResult:
