@@ -24,6 +24,7 @@ import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from doctor import Context, FactUnavailable, Location, check, error, info, ok, warning
 from doctor.context import fact
@@ -41,18 +42,15 @@ from doctor.perms import (
 )
 from doctor.redact import is_secret_name
 from doctor.target import SYSTEMD_DEFAULT_PATH
-from doctor.unitfile import (
-    ExecCommand,
-    ServiceSpec,
-    UnitEntry,
-    UnitFile,
-    UnitProblem,
-    parse_environment,
-    parse_environment_file,
-    parse_exec,
-    parse_unit,
-    service_spec,
-)
+
+if TYPE_CHECKING:
+    from doctor.unitfile import (
+        ExecCommand,
+        ServiceSpec,
+        UnitEntry,
+        UnitFile,
+        UnitProblem,
+    )
 
 # systemd.syntax(7): the strings systemd's parse_boolean() takes as true.
 SYSTEMD_TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
@@ -217,6 +215,8 @@ def parse_systemctl_cat(text: str, fragment: str, dropins: list[str]) -> UnitFil
     ``systemctl show`` named start a file, so a comment such as ``# /etc``
     inside a unit stays a comment. Line numbers count from each file's start.
     """
+    from doctor.unitfile import UnitFile, parse_unit
+
     headers = {f"# {path}": path for path in [fragment, *dropins]}
     unit = UnitFile(path=fragment, entries=[], problems=[], dropins=[])
     current: str | None = None
@@ -249,6 +249,8 @@ def read_effective_unit(name: str, unit_path: str) -> EffectiveUnit:
     PATH). Raise SystemctlError when systemctl fails, does not know the unit,
     or loads it from another file than ``unit_path``.
     """
+    from doctor.unitfile import service_spec
+
     properties = systemctl_show(name)
     load_state = properties.get("LoadState", "")
     fragment = properties.get("FragmentPath", "")
@@ -1514,6 +1516,8 @@ def systemd_reload(ctx: Context):
 
 
 def _reload_findings(unit: EffectiveUnit, entry: UnitEntry) -> list[Finding]:
+    from doctor.unitfile import parse_exec
+
     evidence = [_row(entry)]
     location = _location(entry)
     try:
@@ -1878,6 +1882,8 @@ def _invalid_runtime_name(ctx: Context, unit, entry: UnitEntry, name: str) -> Fi
 def _start_pre_finding(
     ctx: Context, entry: UnitEntry, user: ServiceUser, runtime_directories: list[str]
 ) -> Finding | None:
+    from doctor.unitfile import parse_exec
+
     try:
         command = parse_exec(entry.value)
     except ValueError:
@@ -1988,6 +1994,8 @@ def systemd_environment(ctx: Context):
 
 
 def _environment_file_findings(ctx, unit, path, optional, entry):
+    from doctor.unitfile import parse_environment_file
+
     fs = ctx.fs
     location = _location(entry)
     evidence = [_row(entry)]
@@ -2088,6 +2096,8 @@ def _environment_problem(problem: UnitProblem) -> Finding:
 
 
 def _inline_secret_findings(ctx: Context, unit: EffectiveUnit) -> list[Finding]:
+    from doctor.unitfile import parse_environment
+
     findings = []
     for entry in unit.spec.environment_entries:
         environment, _problems = parse_environment([entry])

@@ -20,7 +20,6 @@ from doctor import Context, FactUnavailable, Location, check, info, ok, warning
 from doctor.addresses import bind_serves, resolve_loopback_name, tcp_and_unix_binds
 from doctor.facts.upstream_probes import nginx_seconds
 from doctor.settings_model import settings_table
-from doctor.unitfile import load_unit
 
 REQUEST_LIMIT_CLASSES = ("sync", "gunicorn.workers.sync.SyncWorker")
 NGINX_PROXY_TIMEOUT_DEFAULT = 60.0
@@ -590,6 +589,8 @@ def stop_timeout(ctx: Context, service) -> StopTimeout:
     the default, as in systemd. An invalid value is ignored by systemd, and
     it is returned in ``problems``. ``0`` means no limit.
     """
+    from doctor.unitfile import load_unit
+
     problems = []
     chosen = None
     for entry in service.unit.entries:

@@ -137,20 +137,23 @@ class Context:
             raise slot.error
         return slot.value
 
-    def prefetch(self, name: str) -> None:
-        """Start computing fact ``name`` in the background.
+    def prefetch(self, *names: str) -> None:
+        """Start computing the facts ``names``, in order, in one background thread.
 
         Used for a fact that starts a slow child process, so that the process
-        runs while the checks are still being set up.
+        runs while the checks are still being set up, and for facts to gather
+        while it runs. One thread per call, because the facts compete for the
+        interpreter lock anyway, and every extra thread slows the others.
         """
 
         def compute() -> None:
-            # A fact that failed is computed again by the check that needs
-            # it, and that check reports the reason or the error.
-            with contextlib.suppress(Exception):
-                self.fact(name)
+            for name in names:
+                # A fact that failed is computed again by the check that
+                # needs it, and that check reports the reason or the error.
+                with contextlib.suppress(Exception):
+                    self.fact(name)
 
-        thread = threading.Thread(target=compute, name=f"fact-{name}", daemon=True)
+        thread = threading.Thread(target=compute, name=f"fact-{names[0]}", daemon=True)
         self._prefetching.append(thread)
         thread.start()
 

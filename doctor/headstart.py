@@ -246,8 +246,7 @@ def prefetch_settings_free(context) -> None:
     names = SETTINGS_FREE_FACTS
     if context.fs.is_live:
         names += LIVE_SETTINGS_FREE_FACTS
-    for name in names:
-        context.prefetch(name)
+    context.prefetch(*names)
 
 
 def discard() -> None:

@@ -22,10 +22,13 @@ import posixpath
 import re
 import socket
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from doctor.context import Context, FactUnavailable, fact
 from doctor.findings import Location
-from doctor.unitfile import UnitEntry, UnitFile, load_unit
+
+if TYPE_CHECKING:
+    from doctor.unitfile import UnitEntry, UnitFile
 
 DEFAULT_PORT = 8000
 SD_LISTEN_FDS_START = 3
@@ -288,6 +291,8 @@ def _socket_unit(ctx: Context) -> SocketUnit | None:
     systemd.service(5): a service gets the sockets of the socket unit with
     its own name, and of every unit its ``Sockets=`` names.
     """
+    from doctor.unitfile import load_unit
+
     target = ctx.target
     if target.unit is None or target.service is None:
         return None

@@ -19,12 +19,15 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from doctor.context import Context, FactUnavailable, fact
 from doctor.findings import Location
 from doctor.perms import Identity, describe_stat, identity_for
 from doctor.rootfs import RootFS
-from doctor.unitfile import ServiceSpec, UnitEntry
+
+if TYPE_CHECKING:
+    from doctor.unitfile import ServiceSpec, UnitEntry
 
 # Filesystems whose content is gone after a reboot.
 VOLATILE_FSTYPES = frozenset({"tmpfs", "ramfs"})
