@@ -553,13 +553,25 @@ python3 bench/run_bench.py --write
 ## Where the check's time goes
 
 `gunicorn --check-config` starts one Python, loads the config and imports
-the app. `gunicorn-doctor check` must do that same work, in a child process
-under the deployment's own interpreter (the settings probe), and cannot start
-it before its own interpreter, its command line and the target discovery are
-done. The rest of its work (the other checks' facts: sockets, processes,
-nginx's files, logs) runs while the probe does. So the check costs about the
-doctor's start-up plus one `--check-config`, and the ratio is furthest from
-the target on a small app whose import is cheap.
+the app. `gunicorn-doctor check` does the same work in a child process under
+the deployment's own interpreter (the settings probe), so one
+`--check-config` is its floor. What it adds on top:
+
+- Its own start before the probe. `check` reads the target's options from
+  `sys.argv`, runs the discovery and starts the probe before it imports
+  typer (`doctor/headstart.py`), about 35 ms after the process starts.
+- The probe's own extra work: loading the worker class and listing the
+  venv's packages. It compiles nothing when the target's Python has the
+  doctor's magic number, because the runner sends the code pip compiled
+  into the doctor's `__pycache__`.
+- The work that needs the settings, after the probe ends: about 20 ms of
+  checks and the report. Everything else (processes, sockets, nginx's
+  files, requirements, logrotate) is gathered while the probe runs.
+- Competition for the CPU. The doctor's own work (importing typer and the
+  checks, creating their dataclasses, reading `/proc`) takes 250 to 300 ms
+  of CPU time and runs while the probe does. On a machine with two cores
+  the two processes slow each other down, so the ratio moves with the
+  machine's load from run to run.
 
 ## Latest run
 
