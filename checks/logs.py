@@ -8,7 +8,7 @@ import os
 import posixpath
 import re
 import stat
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from doctor import Context, FactUnavailable, Location, check, error, info, ok, warning
 from doctor.facts.logfiles import (
@@ -310,8 +310,7 @@ def logs_writable(ctx: Context):
     yield from findings
 
 
-@dataclass(frozen=True)
-class _Access:
+class _Access(NamedTuple):
     """One user's permission verdict on one log file."""
 
     opener: Opener
@@ -577,8 +576,7 @@ def _install_dir_fix(
 # --- logs-disk-space -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Mount:
+class _Mount(NamedTuple):
     source: str
     target: str
     fstype: str

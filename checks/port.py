@@ -16,6 +16,7 @@ import shlex
 import socket
 import stat
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from doctor import (
     Context,
@@ -125,8 +126,7 @@ def _plan(ctx: Context) -> BindPlan:
     return plan
 
 
-@dataclass(frozen=True)
-class MasterUser:
+class MasterUser(NamedTuple):
     """The user gunicorn's master starts as, which is the user that binds."""
 
     name: str

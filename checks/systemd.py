@@ -24,7 +24,7 @@ import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from doctor import Context, FactUnavailable, Location, check, error, info, ok, warning
 from doctor.context import fact
@@ -323,8 +323,7 @@ def _stem(unit: EffectiveUnit) -> str:
     return unit.name.rsplit(".", 1)[0]
 
 
-@dataclass(frozen=True)
-class ServiceUser:
+class ServiceUser(NamedTuple):
     """The user gunicorn's master starts as, and why that user.
 
     ``identity`` is None when the user cannot be judged: ``missing`` is then
@@ -1429,8 +1428,7 @@ def systemd_restart(ctx: Context):
 # --- systemd-reload -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KillCommand:
+class KillCommand(NamedTuple):
     """The signal and targets of a kill command line."""
 
     signal: str

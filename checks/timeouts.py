@@ -15,6 +15,7 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from doctor import Context, FactUnavailable, Location, check, info, ok, warning
 from doctor.addresses import bind_serves, resolve_loopback_name, tcp_and_unix_binds
@@ -168,8 +169,7 @@ def _required_targets(ctx: Context, settings, config) -> list:
     return targets
 
 
-@dataclass(frozen=True)
-class NginxValue:
+class NginxValue(NamedTuple):
     """An nginx time in force for one proxy_pass: set, inherited or the default."""
 
     name: str

@@ -6,7 +6,7 @@ import os
 import posixpath
 import re
 import shlex
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from doctor import (
     Context,
@@ -197,8 +197,7 @@ def _requirement_pin(ctx: Context, name: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Launcher:
+class Launcher(NamedTuple):
     path: str
     kind: str
     shebang: str | None

@@ -8,6 +8,7 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from doctor import Context, FactUnavailable, Location, check, error, info, ok, warning
 from doctor.facts.memory import (
@@ -443,8 +444,7 @@ def _memory_fix(settings, projection: MemoryProjection, bound: str) -> str:
 # --- concurrency --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Concurrency:
+class Concurrency(NamedTuple):
     """Requests one worker serves at once, and their text (``4 threads``)."""
 
     per_worker: int | None

@@ -15,15 +15,14 @@ import os
 import posixpath
 import pwd
 import stat
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from doctor.rootfs import RootFS, UserEntry
 
 READ, WRITE, EXECUTE = 4, 2, 1
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """A user as the kernel checks it: uid and every group id."""
 
     name: str
@@ -97,8 +96,7 @@ def describe_stat(fs: RootFS, path: str, st: os.stat_result) -> str:
     )
 
 
-@dataclass(frozen=True)
-class PathVerdict:
+class PathVerdict(NamedTuple):
     """Whether a user can reach and use a path, with the evidence."""
 
     ok: bool

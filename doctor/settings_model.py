@@ -6,15 +6,14 @@ import json
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from doctor.findings import Location
 
 SOURCE_KINDS = ("default", "config", "env", "cli")
 
 
-@dataclass(frozen=True)
-class SettingSource:
+class SettingSource(NamedTuple):
     kind: str
     path: str | None = None
     line: int | None = None

@@ -14,6 +14,7 @@ import posixpath
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from doctor.rootfs import RootFS
 from doctor.static_settings import ArgvError, parse_argv, replace_app
@@ -35,8 +36,7 @@ class DiscoveryError(Exception):
     """The target cannot be examined at all; the CLI exits with code 2."""
 
 
-@dataclass(frozen=True)
-class Sourced:
+class Sourced(NamedTuple):
     value: str
     source: str
 

@@ -20,6 +20,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = [
     "ExecCommand",
@@ -58,8 +59,7 @@ _SIMPLE_ESCAPES = {
 }
 
 
-@dataclass(frozen=True)
-class UnitEntry:
+class UnitEntry(NamedTuple):
     """One KEY=VALUE assignment of a unit file or drop-in."""
 
     section: str
@@ -69,8 +69,7 @@ class UnitEntry:
     line: int
 
 
-@dataclass(frozen=True)
-class UnitProblem:
+class UnitProblem(NamedTuple):
     """A fault in a unit, drop-in or environment file, with the fix.
 
     ``line`` is 1-based, or 0 when the problem concerns the whole file.
@@ -700,8 +699,7 @@ def _unescape_percent(word: str) -> str:
 # --- command lines ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ExecCommand:
+class ExecCommand(NamedTuple):
     """One command line of ExecStart= or a similar setting.
 
     ``argv`` is what the process receives before $VAR expansion, and ``path``

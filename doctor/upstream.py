@@ -19,6 +19,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # Gunicorn's port when a bind names only a host (``gunicorn.util.parse_address``).
 DEFAULT_PORT = 8000
@@ -56,8 +57,7 @@ MAX_HEADER_LINE = 65536
 EVIDENCE_BYTES = 80
 
 
-@dataclass(frozen=True)
-class Address:
+class Address(NamedTuple):
     """A socket to connect to: a TCP host and port, or a unix socket path."""
 
     kind: str  # "tcp" or "unix"

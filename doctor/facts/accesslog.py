@@ -17,6 +17,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
 
 from doctor.context import Context, FactUnavailable, fact
 from doctor.facts.logevents import log_window, read_deployment_log
@@ -64,8 +65,7 @@ _MONTH_NAMES += ("Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MONTHS = {name: number for number, name in enumerate(_MONTH_NAMES, start=1)}
 
 
-@dataclass(frozen=True)
-class AccessFormat:
+class AccessFormat(NamedTuple):
     """An ``access_log_format`` and the pattern that reads its duration back."""
 
     text: str
@@ -140,8 +140,7 @@ def access_time(line: str) -> datetime | None:
     return parse_log_time(line)
 
 
-@dataclass(frozen=True)
-class TimedRequest:
+class TimedRequest(NamedTuple):
     """One access-log line and the duration it records, in seconds."""
 
     seconds: float

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from doctor.context import Context, FactUnavailable, fact
 from doctor.facts.execution import probe_environment, service_identity
@@ -24,8 +25,7 @@ class ImportResult:
         return (self.data or {}).get("status")
 
 
-@dataclass(frozen=True)
-class _Inputs:
+class _Inputs(NamedTuple):
     spec: str
     spec_source: str
     cwd: str

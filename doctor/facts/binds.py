@@ -22,7 +22,7 @@ import posixpath
 import re
 import socket
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from doctor.context import Context, FactUnavailable, fact
 from doctor.findings import Location
@@ -85,8 +85,7 @@ class Bind:
         return format_address(self.host or "0.0.0.0", self.port)
 
 
-@dataclass(frozen=True)
-class BindProblem:
+class BindProblem(NamedTuple):
     """A bind or ``ListenStream=`` value that gunicorn cannot listen on."""
 
     text: str
@@ -334,8 +333,7 @@ def _socket_unit(ctx: Context) -> SocketUnit | None:
 # --- listening sockets ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ListenSocket:
+class ListenSocket(NamedTuple):
     """A listening socket of this host and every process that has it open."""
 
     family: str  # "inet", "inet6" or "unix"
@@ -486,8 +484,7 @@ def _socket_holders(
 # --- names --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Resolution:
+class Resolution(NamedTuple):
     """The addresses a host name has, for gunicorn and for nginx."""
 
     name: str

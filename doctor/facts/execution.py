@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from doctor.context import Context
 
 
-@dataclass(frozen=True)
-class RunAs:
+class RunAs(NamedTuple):
     uid: int | None
     gid: int | None
     description: str

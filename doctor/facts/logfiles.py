@@ -29,7 +29,7 @@ import shlex
 from collections import deque
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, NamedTuple
 
 from doctor.context import Context, FactUnavailable, fact
 from doctor.findings import Location
@@ -66,8 +66,7 @@ JOURNAL_OUTPUTS = (
 FILE_OUTPUT_PREFIXES = ("file:", "append:", "truncate:")
 
 
-@dataclass(frozen=True)
-class LogFile:
+class LogFile(NamedTuple):
     """A file that log lines are appended to, and where its path comes from."""
 
     # The setting that names the file: accesslog, errorlog, capture_output,
@@ -97,8 +96,7 @@ class LogFile:
         )
 
 
-@dataclass(frozen=True)
-class LogStream:
+class LogStream(NamedTuple):
     """Log lines written to the process's stdout or stderr, or discarded."""
 
     setting: str
@@ -109,8 +107,7 @@ class LogStream:
     location: Location | None
 
 
-@dataclass(frozen=True)
-class Unchecked:
+class Unchecked(NamedTuple):
     """A log destination the doctor cannot read without running the config."""
 
     what: str
@@ -118,8 +115,7 @@ class Unchecked:
     location: Location | None
 
 
-@dataclass(frozen=True)
-class MissingLogConfig:
+class MissingLogConfig(NamedTuple):
     """A logging config file named by a setting that does not exist."""
 
     setting: str
@@ -131,8 +127,7 @@ class MissingLogConfig:
     gunicorn_exits: bool
 
 
-@dataclass(frozen=True)
-class StdioTarget:
+class StdioTarget(NamedTuple):
     """The place a gunicorn process's stdout or stderr goes to."""
 
     # "journal", "null", "file", "console", "socket", "pipe" or "unknown".
@@ -145,8 +140,7 @@ class StdioTarget:
     cause: str = "process"
 
 
-@dataclass(frozen=True)
-class Opener:
+class Opener(NamedTuple):
     """A user that opens the log files, and the source of that fact."""
 
     role: str
@@ -955,8 +949,7 @@ FLAG_KEYWORDS = frozenset(
 SCRIPT_KEYWORDS = ("postrotate", "prerotate", "firstaction", "lastaction", "preremove")
 
 
-@dataclass(frozen=True)
-class CreateMode:
+class CreateMode(NamedTuple):
     """The ``create`` directive: attributes of the file made after rotation.
 
     None fields keep the attributes of the file that was rotated.
@@ -980,8 +973,7 @@ class RotateOptions:
     su: tuple[str, str | None] | None = None
 
 
-@dataclass(frozen=True)
-class RotateScript:
+class RotateScript(NamedTuple):
     kind: str
     text: str
     line: int
@@ -1025,8 +1017,7 @@ SYSTEMCTL_VALUE_OPTIONS = (
 )
 
 
-@dataclass(frozen=True)
-class SignalCommand:
+class SignalCommand(NamedTuple):
     """A command in a logrotate script that signals or reloads a service."""
 
     text: str

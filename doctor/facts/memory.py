@@ -14,8 +14,8 @@ import math
 import os
 import posixpath
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from doctor.context import Context, FactUnavailable, fact
 
@@ -36,8 +36,7 @@ def format_bytes(size: float) -> str:
 # --- cgroup limits ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CgroupMount:
+class CgroupMount(NamedTuple):
     """A mounted cgroup hierarchy, from one line of /proc/self/mountinfo."""
 
     root: str
@@ -46,8 +45,7 @@ class CgroupMount:
     controllers: frozenset[str]
 
 
-@dataclass(frozen=True)
-class Limit:
+class Limit(NamedTuple):
     """A limit read from a file, with the file and its text for evidence."""
 
     value: float
@@ -58,8 +56,7 @@ class Limit:
         return f"{self.path}: {self.text}"
 
 
-@dataclass(frozen=True)
-class CgroupLimits:
+class CgroupLimits(NamedTuple):
     """The lowest CPU quota (in cores) and memory limit (in bytes) that apply."""
 
     cpu: Limit | None = None
@@ -235,8 +232,7 @@ def parse_cpu_quota(value: str) -> float | None:
 # --- CPUs ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CpuBudget:
+class CpuBudget(NamedTuple):
     """The CPUs gunicorn's workers may run on.
 
     ``online`` and ``usable`` are None under --root, where the machine that
@@ -317,8 +313,7 @@ def cpu_budget(ctx: Context) -> CpuBudget:
 # --- memory -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MemoryBudget:
+class MemoryBudget(NamedTuple):
     """Memory on this host, and the cgroup limit of the master when there is one."""
 
     available: int
@@ -340,8 +335,7 @@ def memory_budget(ctx: Context) -> MemoryBudget:
     return MemoryBudget(int(memory.available), int(memory.total), limits.memory)
 
 
-@dataclass(frozen=True)
-class ProcessMemory:
+class ProcessMemory(NamedTuple):
     """Memory of one process in bytes. ``uss`` and ``pss`` need /proc/PID/smaps."""
 
     pid: int
@@ -411,8 +405,7 @@ def measure_process(pid: int, role: str) -> tuple[ProcessMemory | None, str | No
     )
 
 
-@dataclass(frozen=True)
-class WorkerMemory:
+class WorkerMemory(NamedTuple):
     """Memory of a running master and its workers, in one metric."""
 
     master: ProcessMemory
@@ -464,8 +457,7 @@ def worker_memory(ctx: Context) -> WorkerMemory:
 MEMORY_SHARE_LIMIT = 0.8
 
 
-@dataclass(frozen=True)
-class MemoryProjection:
+class MemoryProjection(NamedTuple):
     """Memory that ``workers`` workers and the master need, against a capacity."""
 
     workers: int

@@ -13,6 +13,7 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from doctor.context import Context, FactUnavailable, fact
 from doctor.findings import Location
@@ -38,8 +39,7 @@ LOCATION_SETTINGS = (
 )
 
 
-@dataclass(frozen=True)
-class Directive:
+class Directive(NamedTuple):
     name: str
     args: tuple[str, ...]
     location: Location
@@ -75,8 +75,7 @@ class ProxyTarget:
         return f"{host}:{self.port}"
 
 
-@dataclass(frozen=True)
-class UpstreamBlock:
+class UpstreamBlock(NamedTuple):
     """An ``upstream`` block's connection cache: ``keepalive`` and its idle timeout."""
 
     name: str

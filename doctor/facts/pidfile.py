@@ -19,7 +19,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from doctor.context import Context, FactUnavailable, fact
 from doctor.findings import Location
@@ -55,8 +55,7 @@ MAX_PID_FILE_BYTES = 4096
 MAX_PID = 2**31 - 1
 
 
-@dataclass(frozen=True)
-class Writer:
+class Writer(NamedTuple):
     """The user the master has when it writes the PID file, and why that user."""
 
     name: str
@@ -65,8 +64,7 @@ class Writer:
     source: str
 
 
-@dataclass(frozen=True)
-class PidFileState:
+class PidFileState(NamedTuple):
     """What is at the PID file's path now.
 
     ``kind`` is ``missing``, ``file``, ``directory``, ``other`` (a socket,
@@ -87,8 +85,7 @@ class PidFileState:
     content_problem: str | None = None
 
 
-@dataclass(frozen=True)
-class TmpfilesEntry:
+class TmpfilesEntry(NamedTuple):
     """One line of a tmpfiles.d file that creates a directory."""
 
     path: str
@@ -102,8 +99,7 @@ class TmpfilesEntry:
         return f"{self.path}:{self.line}"
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     point: str
     source: str
     fstype: str
@@ -113,8 +109,7 @@ class Mount:
         return f"{self.point} {self.source} {self.fstype}"
 
 
-@dataclass(frozen=True)
-class Volatility:
+class Volatility(NamedTuple):
     """Whether a directory is on a filesystem that a reboot empties."""
 
     volatile: bool
@@ -436,8 +431,7 @@ def _parse_tmpfiles(text: str, path: str) -> list[TmpfilesEntry]:
     return entries
 
 
-@dataclass(frozen=True)
-class Creator:
+class Creator(NamedTuple):
     """The creator of a directory: RuntimeDirectory= at start, or tmpfiles.d at boot."""
 
     kind: str

@@ -12,14 +12,14 @@ import os
 import posixpath
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from doctor.context import Context, FactUnavailable, fact
 
 PROCTITLE_PREFIX = "gunicorn: "
 
 
-@dataclass(frozen=True)
-class ProcessInfo:
+class ProcessInfo(NamedTuple):
     pid: int
     ppid: int
     name: str
@@ -40,8 +40,7 @@ class ProcessInfo:
         return f"pid {self.pid} user {self.user or self.uid} started {self.started}: {command}"
 
 
-@dataclass(frozen=True)
-class Listener:
+class Listener(NamedTuple):
     """A listening socket: TCP (host, port) or a unix socket path."""
 
     family: str

@@ -6,14 +6,14 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from doctor.context import Context, FactUnavailable, fact
 
 MAX_INCLUDE_DEPTH = 10
 
 
-@dataclass(frozen=True)
-class PinnedRequirement:
+class PinnedRequirement(NamedTuple):
     name: str
     text: str
     path: str
@@ -22,8 +22,7 @@ class PinnedRequirement:
     marker: object | None
 
 
-@dataclass(frozen=True)
-class RequirementProblem:
+class RequirementProblem(NamedTuple):
     path: str
     line: int
     text: str
