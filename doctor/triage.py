@@ -33,6 +33,13 @@ UNIX_MISSING_TEXT = "connect() to unix:... failed (2: No such file or directory)
 
 
 NOTHING_EXAMINED = "no log or probe that would show it could be read"
+# Exit codes of a worker that failed to boot (3) or to load the app (4),
+# gunicorn's Arbiter.WORKER_BOOT_ERROR and APP_LOAD_ERROR.
+BOOT_EXIT_CODES = frozenset({"3", "4"})
+# Signals that stop a worker on purpose: TERM for a graceful stop, reload or
+# scale-down and QUIT for a quick stop (both sent by the master), and INT,
+# which Ctrl-C in a terminal sends to the whole process group.
+STOP_SIGNALS = frozenset({"SIGTERM", "SIGQUIT", "SIGINT"})
 
 # For each candidate: the log signatures and probe verdicts that would show
 # it, used to say what was examined when it is ruled out.
@@ -47,6 +54,10 @@ RELEVANT = {
     "worker-timeout": (("gunicorn.worker_timeout", "nginx.premature_close"), ()),
     "oom-kill": (("gunicorn.oom_kill",), ()),
     "worker-sigkill": (("gunicorn.sigkill",), ()),
+    "worker-crash": (
+        ("gunicorn.worker_exit", "gunicorn.worker_signal", "nginx.reset"),
+        ("closed", "reset"),
+    ),
     "too-big-header": (("nginx.too_big_header",), ("headers_too_big",)),
     "invalid-header": (("nginx.invalid_header",), ("not_http",)),
     "workers-busy": (
@@ -63,6 +74,9 @@ SIGNATURE_TEXT = {
     "gunicorn.timeout_abort": "500 after WORKER TIMEOUT",
     "gunicorn.oom_kill": "SIGKILL matched by a kernel OOM kill",
     "gunicorn.sigkill": "'was sent SIGKILL'",
+    "gunicorn.worker_exit": "'Worker ... exited with code' of a crash",
+    "gunicorn.worker_signal": "'Worker ... was sent SIG...!' of a crash",
+    "nginx.reset": "'Connection reset by peer'",
     "gunicorn.error_handling_request": "'Error handling request'",
     "nginx.unix_missing": "'(2: No such file or directory)'",
     "nginx.unix_permission": "'(13: Permission denied)' on a unix socket",
@@ -128,6 +142,15 @@ def _was_read(evidence) -> bool:
     if evidence is None:
         return False
     return any(tail.lines or not tail.error for tail in evidence.tails)
+
+
+def _is_crash(event) -> bool:
+    """Tell whether a master's line reports a worker death that is no stop or boot."""
+    if event.signature == "gunicorn.worker_exit":
+        return event.extra.get("exit_code") not in BOOT_EXIT_CODES
+    if event.signature == "gunicorn.worker_signal":
+        return event.extra.get("signal") not in STOP_SIGNALS
+    return False
 
 
 def _plural(count: int, noun: str, plural: str | None = None) -> str:
@@ -386,6 +409,13 @@ def _candidates(ctx: Context, settings, nginx) -> dict[str, Candidate]:
             "workers die of SIGKILL with no WORKER TIMEOUT before",
             fix="Read the kernel log (dmesg -T | grep -i oom) as root to tell an OOM"
             " kill from an operator's kill -9",
+        ),
+        Candidate(
+            "worker-crash",
+            "a worker dies or drops the connection in the middle of a request",
+            fix=f"Read the worker's last lines in {logs}: a crash in a C"
+            " extension, os._exit() or sys.exit() in the app, or a signal from"
+            " outside ends the worker while nginx waits for its response",
         ),
         Candidate(
             "too-big-header",
@@ -944,6 +974,55 @@ class _Evidence:
                 " before: the OOM killer or an operator, and the kernel log that"
                 " would tell could not be read"
             )
+
+    def for_worker_crash(self, candidate) -> None:
+        for run in self._probe_verdicts("closed", "reset"):
+            candidate.add(PROBE_POINTS, f"probe {run.bind}: {run.outcome.detail}")
+        deaths = self._worker_deaths()
+        if deaths:
+            candidate.add(
+                _log_points(len(deaths)),
+                "Worker (pid:...) exited with code ... or was sent SIG...!:"
+                f" {_plural(len(deaths), 'line')}",
+            )
+            candidate.evidence.extend(f"  {event.line}" for event in deaths[-2:])
+        if not candidate.points:
+            return
+        closed = self._log(
+            candidate, "nginx.premature_close", "upstream prematurely closed connection"
+        )
+        reset = self._log(
+            candidate, "nginx.reset", "recv() failed (104: Connection reset by peer)"
+        )
+        candidate.verdict = (
+            "gunicorn workers end in the middle of requests"
+            + (f" ({_plural(len(deaths), 'worker')} died)" if deaths else "")
+            + ", so nginx gets no complete response and answers 502"
+            + (
+                f" ({_plural(closed + reset, 'line')} in nginx's log)"
+                if closed + reset
+                else ""
+            )
+        )
+
+    def _worker_deaths(self) -> list:
+        """Return the master's lines about workers that died of a crash.
+
+        Exit codes 3 and 4 are left out: gunicorn uses them for a worker that
+        failed to boot or to load the app (app-boot-failure). So are the
+        signals of a stop, and workers that gunicorn's timeout aborted, which
+        exit with code 1 (worker-timeout).
+        """
+        timed_out = {
+            event.worker_pid
+            for event in self.gunicorn_events
+            if event.signature == "gunicorn.worker_timeout"
+        }
+        return [
+            event
+            for event in self.gunicorn_events
+            if _is_crash(event) and event.worker_pid not in timed_out
+        ]
 
     def for_too_big_header(self, candidate) -> None:
         measured = []

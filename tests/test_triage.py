@@ -76,6 +76,17 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@app.route("/crash")
+def crash():
+    # As a failed assertion in a C extension or a stray os._exit() does.
+    os._exit(1)
+
+
+@app.route("/segfault")
+def segfault():
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
 @app.route("/big")
 def big():
     return "big", 200, {"X-Big": "a" * 10240}
@@ -544,6 +555,50 @@ def test_worker_killed_with_sigkill(site):
         note = "The kernel log was not readable"
     assert any(note in line for line in verdict["evidence"]), verdict["evidence"]
     assert "no SIGKILL matched by a kernel OOM kill" in ruled_out(report, "oom-kill")
+
+
+@pytest.mark.parametrize(
+    ("path", "master_line"),
+    [("/crash", "exited with code 1."), ("/segfault", "was sent SIGSEGV!")],
+)
+def test_worker_crash_mid_request(site, path, master_line):
+    site.configure(tcp_bind(), workers=2)
+    site.start_gunicorn()
+    site.start_nginx(site.bind)
+    assert site.request(path) == 502
+    # The master logs the death once it has reaped the worker.
+    wait_until(lambda: site.gunicorn_log(master_line))
+
+    report, result = site.triage("--path", path)
+    assert result.returncode == 1
+    verdict = report["verdict"]
+    assert verdict["cause"] == "worker-crash"
+    assert "workers end in the middle of requests" in verdict["verdict"]
+    deaths = site.gunicorn_log(master_line)
+    assert quoted(deaths)[0] in verdict["evidence"]
+    closed = site.nginx_log("upstream prematurely closed connection")
+    assert quoted(closed)[0] in verdict["evidence"]
+    assert any(line.startswith(f"probe {site.bind}") for line in verdict["evidence"])
+
+
+def test_worker_crash_check_reports_502(site):
+    site.configure(tcp_bind(), workers=2)
+    site.start_gunicorn()
+    site.start_nginx(site.bind)
+
+    report, _ = run_json(
+        "check",
+        *site.target_args(),
+        "--since",
+        "10m",
+        "--path",
+        "/crash",
+        "--select",
+        "upstream-502",
+    )
+    (finding,) = findings_of(report, "upstream-502")
+    assert finding["severity"] == "error"
+    assert "workers end in the middle of requests" in finding["title"]
 
 
 def test_too_big_header(site):
