@@ -8,10 +8,13 @@ users run it, so that the early start and its hand-over both happen.
 from __future__ import annotations
 
 import json
-import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import typer.main
 from typer.testing import CliRunner
@@ -20,13 +23,16 @@ from doctor import headstart
 from doctor.cli import app
 from doctor.context import Options
 from doctor.target import DiscoveryOptions, discover
-from tests.helpers import findings_of, run_doctor, run_json
+from tests.helpers import REPO, findings_of, run_doctor, run_json
 
 # An app whose every import appends the importing pid to a file. With a
 # delay, the import then sleeps, so that a test can catch the probe running.
 APP_SOURCE = """\
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,12 +63,22 @@ def importing_pids(log: Path) -> list[int]:
     return [int(line) for line in log.read_text().split()]
 
 
-def is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def is_running(pid: int, grace: float = 5.0) -> bool:
+    """Tell whether ``pid`` still runs after ``grace`` seconds.
+
+    A killed probe whose parent exited stays a zombie until init reaps it,
+    and a zombie runs no code, so it counts as ended.
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.05)
 
 
 def wait_for_import(log: Path, timeout: float = 30) -> int:
@@ -241,3 +257,31 @@ def test_project_static_starts_no_probe(tmp_path, venv_gunicorn_new):
     assert not config_marker.exists(), "the config file was executed"
     assert importing_pids(log) == []
     assert any("static estimate" in note for note in report["notes"])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_check_kills_probe(tmp_path, venv_gunicorn_new, signum):
+    """Ending the doctor while its probe imports the app ends the probe too."""
+    project, log = make_deployment(tmp_path, delay=60)
+    doctor = subprocess.Popen(
+        [sys.executable, "-m", "doctor", "check", "--chdir", str(project)]
+        + ["--venv", str(venv_gunicorn_new)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        probe_pid = wait_for_import(log)
+        # The command has taken the probe over by now: it waits for the probe.
+        time.sleep(1)
+        doctor.send_signal(signum)
+        _, stderr = doctor.communicate(timeout=30)
+    finally:
+        if doctor.poll() is None:
+            doctor.kill()
+            doctor.wait()
+
+    assert doctor.returncode == 128 + signum
+    assert "Traceback" not in stderr
+    assert not is_running(probe_pid), "the probe outlived the doctor"

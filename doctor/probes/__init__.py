@@ -11,6 +11,7 @@ JSON line that the script prints.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import functools
 import importlib.util
@@ -79,6 +80,21 @@ exec(_codes[-1] if _codes else compile(_source, "<probe>", "exec"))
 """
 
 __all__ = ["PROBE_NAMES", "ProbeResult", "probe_script", "run_probe"]
+
+# Probes started and not yet reaped. A probe runs in a process group of its
+# own, so Ctrl-C in the terminal does not reach it, and the doctor kills
+# what is left of them when it exits.
+_RUNNING: set[subprocess.Popen] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+@atexit.register
+def kill_running_probes() -> None:
+    """Kill the process group of every probe still running."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for process in running:
+        kill_group(process)
 
 
 @dataclass
@@ -176,7 +192,13 @@ def run_probe(
         if code_fd is not None:
             os.close(code_fd)
 
-    capture = capture_output(process, timeout, output_cap, cancel)
+    with _RUNNING_LOCK:
+        _RUNNING.add(process)
+    try:
+        capture = capture_output(process, timeout, output_cap, cancel)
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(process)
     stderr = capture.stderr_text()
     if capture.cancelled:
         return ProbeResult(
