@@ -6,6 +6,7 @@ own modules, imported only by the commands that need them.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from enum import StrEnum
@@ -141,6 +142,15 @@ def output_file_option(flag: str, what: str):
     ]
 
 
+def _finite_seconds(value: float | None) -> float | None:
+    """Reject nan and inf, which click's float type and its range accept."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(
+            f"{value} is not a number of seconds; give one such as 30"
+        )
+    return value
+
+
 PidOpt = Annotated[
     int | None,
     typer.Option(
@@ -151,6 +161,7 @@ ProbeTimeoutOpt = Annotated[
     float,
     typer.Option(
         "--probe-timeout",
+        callback=_finite_seconds,
         help="Seconds a probe that runs the target's Python may take.",
         min=0.1,
     ),
@@ -184,8 +195,17 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _discovery_options(app_spec, chdir, config, venv, unit, root, pid=None, nginx=None):
+    import os
+
     from doctor.target import DiscoveryOptions
 
+    try:
+        cwd = os.getcwd()
+    except OSError as exc:
+        raise _fail(
+            f"the current directory cannot be read ({exc.strerror}), for example"
+            " because it was deleted; cd to an existing directory and run again"
+        ) from None
     return DiscoveryOptions(
         app=app_spec,
         chdir=chdir,
@@ -195,6 +215,7 @@ def _discovery_options(app_spec, chdir, config, venv, unit, root, pid=None, ngin
         root=root,
         pid=pid,
         nginx=nginx,
+        cwd=cwd,
     )
 
 
@@ -304,6 +325,7 @@ def check(
         float | None,
         typer.Option(
             "--check-timeout",
+            callback=_finite_seconds,
             help="Seconds one check may run [default: 60].",
             min=0.1,
             show_default=False,
@@ -313,6 +335,7 @@ def check(
         float | None,
         typer.Option(
             "--probe-timeout",
+            callback=_finite_seconds,
             help="Seconds a probe that runs the target's Python may take"
             " [default: 20].",
             min=0.1,
@@ -326,6 +349,7 @@ def check(
         float | None,
         typer.Option(
             "--lb-idle-timeout",
+            callback=_finite_seconds,
             help="Idle timeout in seconds of a load balancer in front (e.g. 60).",
             min=0,
         ),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import math
 import threading
 
 # Options of ``check`` that take a value, mapped to the field they set here.
@@ -176,7 +177,9 @@ def _start(values: dict[str, str]) -> _Started:
         raise Declined(f"--pid {pid}")
     given_timeout = values.get("probe_timeout")
     probe_timeout = None if given_timeout is None else float(given_timeout)
-    if probe_timeout is not None and probe_timeout < 0.1:
+    if probe_timeout is not None and not (
+        math.isfinite(probe_timeout) and probe_timeout >= 0.1
+    ):
         raise Declined(f"--probe-timeout {given_timeout}")
     discovery = DiscoveryOptions(
         app=values.get("app"),

@@ -1,6 +1,7 @@
 """The command line: commands, exit codes, bad input and the JSON contract."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -221,3 +222,32 @@ def test_config_command_shows_sources():
         data["settings"]["workers"]["expression"]
         == "multiprocessing.cpu_count() * 2 + 1"
     )
+
+
+@pytest.mark.parametrize("command", ["check", "triage"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_timeout_not_a_number(command, value):
+    result = run_doctor(
+        command, "--probe-timeout", value, "--root", str(FIXTURES / "ecommerce")
+    )
+    assert result.returncode == 2
+    assert f"{value} is not a number of seconds" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_deleted_working_directory(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = 'cd "$1" && rmdir "$1" && shift && exec "$@"'
+    result = subprocess.run(
+        ["sh", "-c", script, "sh", str(gone), sys.executable, "-m", "doctor"]
+        + ["check", "--root", str(FIXTURES / "ecommerce")],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "the current directory cannot be read" in result.stderr
+    assert "Traceback" not in result.stderr
