@@ -112,7 +112,7 @@ def _mismatch(targets, variables, bind_text, settings, config_file):
             " does not front this deployment",
             "No proxy_pass, uwsgi_pass or fastcgi_pass names an address"
             + (" other than through a variable." if variables else "."),
-            fix=f"location / {{ proxy_pass http://{bind_text.removeprefix('unix:')}; }}",
+            fix=f"location / {{ proxy_pass http://{_nginx_address(bind_text)}; }}",
         )
     described = ", ".join(sorted({t.describe() for t in targets}))
     first = targets[0]
@@ -129,6 +129,22 @@ def _mismatch(targets, variables, bind_text, settings, config_file):
         + [settings.describe("bind")],
         location=first.location,
     )
+
+
+def _nginx_address(bind_text: str) -> str:
+    """Write gunicorn's first bind the way proxy_pass names it after http://.
+
+    A wildcard host becomes loopback, and a unix socket keeps nginx's
+    ``unix:`` prefix (``proxy_pass http://unix:/run/app.sock;``).
+    """
+    from doctor.upstream import parse_bind
+
+    first = bind_text.split(", ")[0]
+    try:
+        address = parse_bind(first)
+    except ValueError:
+        return first
+    return first if address is None else address.describe()
 
 
 def _protocol_findings(target, settings):

@@ -168,3 +168,30 @@ def test_bind_by_name_matches_its_address(tmp_path):
     report, _ = check(deployment, conf, "nginx-upstream")
     (finding,) = findings_of(report, "nginx-upstream")
     assert finding["severity"] == "ok"
+
+
+@pytest.mark.fires("nginx-upstream")
+@pytest.mark.parametrize(
+    ("binds", "suggested"),
+    [
+        (["unix:/run/shop/app.sock", "0.0.0.0:8000"], "http://unix:/run/shop/app.sock"),
+        (["0.0.0.0:8000", "[::1]:8001"], "http://127.0.0.1:8000"),
+    ],
+)
+def test_no_proxy_pass_suggests_valid_line(tmp_path, binds, suggested):
+    deployment = make_deployment(tmp_path, binds)
+    conf = write_config(
+        tmp_path / "nginx",
+        "server { listen 127.0.0.1:8080; location / { return 200; } }",
+    )
+    report, _ = check(deployment, conf, "nginx-upstream")
+    (upstream,) = findings_of(report, "nginx-upstream")
+    assert upstream["severity"] == "info"
+    assert upstream["fix"] == f"location / {{ proxy_pass {suggested}; }}"
+
+    # nginx itself accepts the suggested line.
+    fixed = write_config(
+        tmp_path / "fixed",
+        f"server {{ listen 127.0.0.1:8080; {upstream['fix']} }}",
+    )
+    assert validate_config(fixed).returncode == 0
