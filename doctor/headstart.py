@@ -23,7 +23,8 @@ import math
 import threading
 
 # Options of ``check`` that take a value, mapped to the field they set here.
-# Options mapped to None do not change what starts early.
+# Options mapped to None do not change what starts early; the format and the
+# fail level are read only to see that typer will accept them.
 VALUE_OPTIONS = {
     "--chdir": "chdir",
     "--config": "config",
@@ -34,9 +35,9 @@ VALUE_OPTIONS = {
     "--pid": "pid",
     "--nginx": "nginx",
     "--probe-timeout": "probe_timeout",
-    "--fail-on": None,
-    "--format": None,
-    "-f": None,
+    "--fail-on": "fail_on",
+    "--format": "format",
+    "-f": "format",
     "--output-json": None,
     "--output-sarif": None,
     "--output-junit": None,
@@ -169,9 +170,18 @@ def begin(args: list[str]) -> None:
 
 def _start(values: dict[str, str]) -> _Started:
     from doctor.context import FACT_MODULES, Context, FactUnavailable, Options
-    from doctor.projectconfig import load_tool_config, merge_options
+    from doctor.projectconfig import (
+        FORMATS,
+        SEVERITIES,
+        load_tool_config,
+        merge_options,
+    )
     from doctor.target import DiscoveryOptions, discover
 
+    if values.get("format", "rich") not in FORMATS:
+        raise Declined(f"--format {values['format']}")
+    if values.get("fail_on", "error") not in SEVERITIES:
+        raise Declined(f"--fail-on {values['fail_on']}")
     pid = values.get("pid")
     if pid is not None and (not pid.isdigit() or int(pid) < 1):
         raise Declined(f"--pid {pid}")

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from doctor import headstart
 from doctor.cli import app
 from doctor.context import Options
+from doctor.projectconfig import FORMATS, SEVERITIES
 from doctor.target import DiscoveryOptions, discover
 from tests.helpers import REPO, findings_of, run_doctor, run_json
 
@@ -111,7 +112,11 @@ def nothing_started():
         (["--chdir=/srv/shop", "-cg.py"], {"chdir": "/srv/shop", "config": "g.py"}),
         (["--venv", "/v", "--venv", "/w"], {"venv": "/w"}),
         (["--pid", "42", "--probe-timeout", "5"], {"pid": "42", "probe_timeout": "5"}),
-        (["--format", "json", "-v", "--exit-zero", "--since", "2h"], {}),
+        (
+            ["--format", "json", "-v", "--exit-zero", "--since", "2h"],
+            {"format": "json"},
+        ),
+        (["-fplain", "--fail-on=warning"], {"format": "plain", "fail_on": "warning"}),
         (["--", "-weird:app"], {"app": "-weird:app"}),
     ],
 )
@@ -156,6 +161,12 @@ def test_reader_knows_every_check_option():
                     or name in headstart.DECLINING_OPTIONS
                 )
             assert listed, f"{name} of check is not known to doctor.headstart"
+    choices = {
+        param.opts[0]: {str(choice) for choice in param.type.choices}
+        for param in command.params
+        if hasattr(param.type, "choices")
+    }
+    assert choices == {"--format": set(FORMATS), "--fail-on": set(SEVERITIES)}
 
 
 def test_check_imports_app_once(tmp_path, venv_gunicorn_new):
@@ -285,3 +296,16 @@ def test_interrupted_check_kills_probe(tmp_path, venv_gunicorn_new, signum):
     assert doctor.returncode == 128 + signum
     assert "Traceback" not in stderr
     assert not is_running(probe_pid), "the probe outlived the doctor"
+
+
+@pytest.mark.parametrize("option", [["-f", "xml"], ["--fail-on", "fatal"]])
+def test_invalid_choice_starts_nothing(tmp_path, venv_gunicorn_new, option):
+    """A value typer will reject starts no probe, which would run the app."""
+    project, log = make_deployment(tmp_path)
+    headstart.begin(
+        ["--chdir", str(project), "--venv", str(venv_gunicorn_new), *option]
+    )
+
+    # A probe started here would import the app within this time.
+    time.sleep(3)
+    assert importing_pids(log) == []
