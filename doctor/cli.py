@@ -376,6 +376,13 @@ def check(
     from doctor.projectconfig import merge_options
     from doctor.reports import render, render_many
 
+    outputs = {
+        "json": output_json,
+        "sarif": output_sarif,
+        "junit": output_junit,
+        "markdown": output_markdown,
+    }
+    _check_output_paths(outputs)
     discovery = _discovery_options(
         app_spec, chdir, config, venv, unit, root, pid=pid, nginx=nginx
     )
@@ -436,16 +443,7 @@ def check(
             text = render_many(reports, chosen["format"], **style)
         else:
             text = render(reports[0], chosen["format"], **style)
-        _write_outputs(
-            reports,
-            {
-                "json": output_json,
-                "sarif": output_sarif,
-                "junit": output_junit,
-                "markdown": output_markdown,
-            },
-            all_masters=all_masters,
-        )
+        _write_outputs(reports, outputs, all_masters=all_masters)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     if text is not None:
@@ -468,17 +466,18 @@ def _load_tool_config(target):
         raise _fail(str(exc)) from None
 
 
+def _check_output_paths(paths: dict) -> None:
+    """Exit 2 before any work when an --output-FORMAT file cannot be written."""
+    from doctor.reports import output_path_problem
+
+    problem = output_path_problem(paths)
+    if problem:
+        raise _fail(problem)
+
+
 def _write_outputs(reports, paths: dict, *, all_masters: bool) -> None:
     """Write the report to every --output-FORMAT file given."""
     from doctor.reports import render, render_many
-
-    given = [(fmt, path) for fmt, path in paths.items() if path is not None]
-    targets = [path.resolve() for _, path in given]
-    if len(set(targets)) < len(targets):
-        raise ValueError(
-            "two --output-FORMAT options name the same file; give each format"
-            " its own file"
-        )
 
     for fmt, path in paths.items():
         if path is None:

@@ -23,8 +23,9 @@ import math
 import threading
 
 # Options of ``check`` that take a value, mapped to the field they set here.
-# Options mapped to None do not change what starts early; the format and the
-# fail level are read only to see that typer will accept them.
+# Options mapped to None do not change what starts early; the format, the
+# fail level and the output files are read only to see that the command
+# will accept them.
 VALUE_OPTIONS = {
     "--chdir": "chdir",
     "--config": "config",
@@ -38,10 +39,10 @@ VALUE_OPTIONS = {
     "--fail-on": "fail_on",
     "--format": "format",
     "-f": "format",
-    "--output-json": None,
-    "--output-sarif": None,
-    "--output-junit": None,
-    "--output-markdown": None,
+    "--output-json": "output_json",
+    "--output-sarif": "output_sarif",
+    "--output-junit": "output_junit",
+    "--output-markdown": "output_markdown",
     "--check-timeout": None,
     "--lb-idle-timeout": None,
     "--since": None,
@@ -178,6 +179,17 @@ def _start(values: dict[str, str]) -> _Started:
     )
     from doctor.target import DiscoveryOptions, discover
 
+    outputs = {
+        name.removeprefix("output_"): value
+        for name, value in values.items()
+        if name.startswith("output_")
+    }
+    if outputs:
+        from doctor.reports import output_path_problem
+
+        problem = output_path_problem(outputs)
+        if problem:
+            raise Declined(problem)
     if values.get("format", "rich") not in FORMATS:
         raise Declined(f"--format {values['format']}")
     if values.get("fail_on", "error") not in SEVERITIES:

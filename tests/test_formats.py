@@ -562,3 +562,20 @@ def _spec(check_id: str, area: str, title: str) -> CheckSpec:
         return []
 
     return CheckSpec(id=check_id, area=area, title=title, function=function)
+
+
+@pytest.mark.parametrize(
+    ("paths", "message"),
+    [
+        (["--output-json", "{d}/a.json", "--output-sarif", "{d}/a.json"], "same file"),
+        (["--output-junit", "{d}/missing/r.xml"], "missing does not exist"),
+        (["--output-markdown", "{d}"], "is a directory"),
+    ],
+)
+def test_unwritable_output_exits_before_checks(tmp_path, paths, message):
+    args = [arg.format(d=tmp_path) for arg in paths]
+    result = run_doctor("check", "--root", str(ECOMMERCE), *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == "", "the checks ran before the error"
+    assert "Traceback" not in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from doctor.findings import Finding, summarize
 from doctor.redact import redact_finding, redact_text, redact_value
@@ -80,3 +81,27 @@ def render_many(
         if text is not None:
             texts.append(text)
     return "\n\n".join(texts) if texts else None
+
+
+def output_path_problem(paths: dict[str, Path | str | None]) -> str | None:
+    """Describe why the --output-FORMAT files in ``paths`` cannot be written.
+
+    ``paths`` maps a format to its file, or to None when not given. Returns
+    None when every file can be created or replaced.
+    """
+    given = [(fmt, Path(path)) for fmt, path in paths.items() if path is not None]
+    targets = [path.resolve() for _, path in given]
+    if len(set(targets)) < len(targets):
+        return (
+            "two --output-FORMAT options name the same file; give each format"
+            " its own file"
+        )
+    for fmt, path in given:
+        if path.is_dir():
+            return f"--output-{fmt} {path}: is a directory; name a file in it"
+        if not path.resolve().parent.is_dir():
+            return (
+                f"--output-{fmt} {path}: the directory {path.resolve().parent}"
+                " does not exist; create it or name a file in an existing one"
+            )
+    return None
