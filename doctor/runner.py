@@ -27,6 +27,10 @@ class _Outcome:
     findings: list[Finding] | None = None
     started: float | None = None
     finished: float | None = None
+    # Whether the check's thread holds one of the run's slots. A check that
+    # overruns its limit gives its slot up, so that the checks queued behind
+    # it start while it is still stuck.
+    holds_slot: bool = False
 
 
 def run_checks(
@@ -38,7 +42,7 @@ def run_checks(
     """Run ``specs`` against ``ctx`` and return all findings in check order."""
     specs = list(specs)
     outcomes = [_Outcome() for _ in specs]
-    slots = threading.BoundedSemaphore(MAX_PARALLEL_CHECKS)
+    slots = _Slots(MAX_PARALLEL_CHECKS)
     threads = []
     for spec, outcome in zip(specs, outcomes, strict=True):
         # Daemon threads: a check stuck past its time limit must not keep the
@@ -56,6 +60,7 @@ def run_checks(
     for spec, outcome, thread in zip(specs, outcomes, threads, strict=True):
         _join(thread, outcome, timeout)
         if outcome.findings is None:
+            slots.give_up(outcome)
             findings.append(_timeout_finding(spec, timeout))
         else:
             findings.extend(outcome.findings)
@@ -74,19 +79,41 @@ def _join(thread: threading.Thread, outcome: _Outcome, timeout: float) -> None:
         thread.join(remaining)
 
 
-def _run_one(
-    ctx: Context, spec: CheckSpec, outcome: _Outcome, slots: threading.BoundedSemaphore
-) -> None:
-    with slots:
-        outcome.started = time.monotonic()
+class _Slots:
+    """At most ``size`` checks running at once, minus those given up."""
+
+    def __init__(self, size: int):
+        self._free = threading.Semaphore(size)
+        self._lock = threading.Lock()
+
+    def take(self, outcome: _Outcome) -> None:
+        self._free.acquire()
+        with self._lock:
+            outcome.holds_slot = True
+            outcome.started = time.monotonic()
+
+    def give_up(self, outcome: _Outcome) -> None:
+        """Free the slot of ``outcome``, if its check still holds one."""
+        with self._lock:
+            if not outcome.holds_slot:
+                return
+            outcome.holds_slot = False
+        self._free.release()
+
+
+def _run_one(ctx: Context, spec: CheckSpec, outcome: _Outcome, slots: _Slots) -> None:
+    slots.take(outcome)
+    try:
         findings = _collect(ctx, spec)
-        outcome.finished = time.monotonic()
-        duration = round(outcome.finished - outcome.started, 4)
-        for finding in findings:
-            finding.check = finding.check or spec.id
-            finding.area = finding.area or spec.area
-            finding.duration = duration
-        outcome.findings = findings
+    finally:
+        slots.give_up(outcome)
+    outcome.finished = time.monotonic()
+    duration = round(outcome.finished - outcome.started, 4)
+    for finding in findings:
+        finding.check = finding.check or spec.id
+        finding.area = finding.area or spec.area
+        finding.duration = duration
+    outcome.findings = findings
 
 
 def _collect(ctx: Context, spec: CheckSpec) -> list[Finding]:

@@ -6,7 +6,7 @@ from doctor import Context, FactUnavailable, Severity, check, ok
 from doctor.context import Options
 from doctor.findings import Finding, exit_code_for
 from doctor.rootfs import RootFS
-from doctor.runner import run_checks
+from doctor.runner import MAX_PARALLEL_CHECKS, run_checks
 from doctor.target import Sourced, Target
 
 
@@ -109,3 +109,22 @@ def test_exit_code_follows_fail_level():
     assert exit_code_for([warn], Severity.ERROR) == 0
     assert exit_code_for([warn], Severity.WARNING) == 1
     assert exit_code_for([skip], Severity.INFO) == 0
+
+
+def test_overrunning_checks_free_their_slots(tmp_path):
+    """Checks queued behind overrunning ones start without waiting for them."""
+    stuck = []
+    for index in range(MAX_PARALLEL_CHECKS + 2):
+
+        def hang(ctx):
+            time.sleep(5)
+            yield ok("late")
+
+        stuck.append(check(f"t-stuck-{index}", area="config", title="hangs")(hang))
+    started = time.monotonic()
+
+    findings = run_checks(make_context(tmp_path), [*stuck, passing], timeout=0.5)
+
+    assert time.monotonic() - started < 3
+    assert all("did not finish within 0.5 s" in f.title for f in findings[:-1])
+    assert findings[-1].severity is Severity.OK
