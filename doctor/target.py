@@ -274,6 +274,12 @@ def _apply_explicit(target: Target, options: DiscoveryOptions) -> None:
             )
         target.chdir = Sourced(chdir, "--chdir option")
     if options.app:
+        if options.app.startswith("-"):
+            # gunicorn would read it as an option, not as the app.
+            raise DiscoveryError(
+                f"APP {options.app!r} starts with '-', so gunicorn would take it"
+                " for an option; give the app as MODULE:VARIABLE, e.g. app:app"
+            )
         target.app = Sourced(options.app, "APP argument")
     if options.config:
         target.config = Sourced(options.config, "--config option")

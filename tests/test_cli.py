@@ -114,6 +114,7 @@ def test_unknown_select_name():
             ["--unit", "/nonexistent.service"],
             "--unit /nonexistent.service: no such file",
         ),
+        (["--", "-c"], "APP '-c' starts with '-'"),
     ],
 )
 def test_bad_paths_exit_2(args, needle):
