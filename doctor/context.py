@@ -161,7 +161,8 @@ class Context:
         """Stop the probes of this Context and wait up to ``wait`` seconds.
 
         A probe that is running is killed with its process group. Facts
-        computed after this are not to be trusted; the Context is dropped.
+        computed after this are not to be trusted, so the caller drops the
+        Context.
         """
         self.cancelled.set()
         deadline = time.monotonic() + wait

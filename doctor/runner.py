@@ -27,7 +27,7 @@ class _Outcome:
     findings: list[Finding] | None = None
     started: float | None = None
     finished: float | None = None
-    # Whether the check's thread holds one of the run's slots. A check that
+    # Whether the check's thread occupies one of the run's slots. A check that
     # overruns its limit gives its slot up, so that the checks queued behind
     # it start while it is still stuck.
     holds_slot: bool = False
@@ -93,7 +93,7 @@ class _Slots:
             outcome.started = time.monotonic()
 
     def give_up(self, outcome: _Outcome) -> None:
-        """Free the slot of ``outcome``, if its check still holds one."""
+        """Free the slot of ``outcome``, if its check still occupies one."""
         with self._lock:
             if not outcome.holds_slot:
                 return
