@@ -23,9 +23,9 @@ import math
 import threading
 
 # Options of ``check`` that take a value, mapped to the field they set here.
-# Options mapped to None do not change what starts early; the format, the
-# fail level and the output files are read only to see that the command
-# will accept them.
+# Options mapped to None do not change what starts early. The format, the
+# fail level and the output files are read so that nothing starts for values
+# the command will reject.
 VALUE_OPTIONS = {
     "--chdir": "chdir",
     "--config": "config",
@@ -228,7 +228,6 @@ def _start(values: dict[str, str]) -> _Started:
     # thread has little left to do before it starts the probe and does not
     # wait for its turn behind the imports of typer.
     importlib.import_module(FACT_MODULES["settings"])
-    importlib.import_module("doctor.probes")
     try:
         context.fact("venv_layout")
     except FactUnavailable:

@@ -7,7 +7,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
@@ -50,3 +53,21 @@ def copy_fixture(name: str, destination: Path) -> Path:
 
 def findings_of(report: dict, check: str) -> list[dict]:
     return [f for f in report["findings"] if f["check"] == check]
+
+
+def is_gone(pid: int, wait: float = 2.0) -> bool:
+    """Tell whether ``pid`` stops running within ``wait`` seconds.
+
+    A zombie counts as gone: a killed grandchild is reparented to PID 1, which
+    in a container may never reap it.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)

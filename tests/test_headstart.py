@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import typer.main
 from typer.testing import CliRunner
@@ -24,7 +23,7 @@ from doctor.cli import app
 from doctor.context import Options
 from doctor.projectconfig import FORMATS, SEVERITIES
 from doctor.target import DiscoveryOptions, discover
-from tests.helpers import REPO, findings_of, run_doctor, run_json
+from tests.helpers import REPO, findings_of, is_gone, run_doctor, run_json
 
 # An app whose every import appends the importing pid to a file. With a
 # delay, the import then sleeps, so that a test can catch the probe running.
@@ -62,24 +61,6 @@ def importing_pids(log: Path) -> list[int]:
     if not log.exists():
         return []
     return [int(line) for line in log.read_text().split()]
-
-
-def is_running(pid: int, grace: float = 5.0) -> bool:
-    """Tell whether ``pid`` still runs after ``grace`` seconds.
-
-    A killed probe whose parent exited stays a zombie until init reaps it,
-    and a zombie runs no code, so it counts as ended.
-    """
-    deadline = time.monotonic() + grace
-    while True:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            return False
-        if time.monotonic() >= deadline:
-            return True
-        time.sleep(0.05)
 
 
 def wait_for_import(log: Path, timeout: float = 30) -> int:
@@ -209,7 +190,7 @@ def test_other_options_cancel_early_probe(tmp_path, venv_gunicorn_new):
     )
 
     assert claimed is None
-    assert not is_running(pid), "the cancelled probe is still running"
+    assert is_gone(pid, wait=5), "the cancelled probe is still running"
 
 
 def test_same_options_claim_early_context(tmp_path, venv_gunicorn_new):
@@ -244,7 +225,7 @@ def test_usage_error_kills_early_probe(tmp_path, venv_gunicorn_new):
     # A probe that survived the doctor would import the app within this time.
     time.sleep(3)
     for pid in importing_pids(log):
-        assert not is_running(pid), f"probe pid {pid} outlived the doctor"
+        assert is_gone(pid, wait=5), f"probe pid {pid} outlived the doctor"
 
 
 def test_project_static_starts_no_probe(tmp_path, venv_gunicorn_new):
@@ -295,7 +276,7 @@ def test_interrupted_check_kills_probe(tmp_path, venv_gunicorn_new, signum):
 
     assert doctor.returncode == 128 + signum
     assert "Traceback" not in stderr
-    assert not is_running(probe_pid), "the probe outlived the doctor"
+    assert is_gone(probe_pid, wait=5), "the probe outlived the doctor"
 
 
 @pytest.mark.parametrize("option", [["-f", "xml"], ["--fail-on", "fatal"]])

@@ -14,12 +14,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from doctor import probes
 from doctor.probes import PROBE_NAMES, ProbeResult, probe_script, run_probe
 from tests.conftest import make_venv
+from tests.helpers import is_gone
 
 pytestmark = pytest.mark.slow
 
@@ -105,24 +105,6 @@ def import_app(venv: Path, spec: str, cwd: Path, pythonpath: str = "") -> dict:
     assert result.error is None, result.stderr
     assert result.data["probe"] == "import"
     return result.data
-
-
-def is_gone(pid: int, wait: float = 2.0) -> bool:
-    """Tell whether ``pid`` stops running within ``wait`` seconds.
-
-    A zombie counts as gone: a killed grandchild is reparented to PID 1, which
-    in a container may never reap it.
-    """
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
 
 
 # Settings probe
@@ -959,7 +941,7 @@ def cached_probe_copy(tmp_path: Path, monkeypatch) -> Path:
     """Copy the probe scripts, with a ``__pycache__`` whose venv probe differs.
 
     The cached code of the venv probe reports ``"VENV"`` where its source
-    says ``"venv"``; the source keeps its size and modification time, so the
+    contains ``"venv"``; the source keeps its size and modification time, so the
     cache still counts as valid. The runner then uses the copy.
     """
     copy = tmp_path / "probes"
@@ -969,7 +951,8 @@ def cached_probe_copy(tmp_path: Path, monkeypatch) -> Path:
     venv_probe = copy / "venv_probe.py"
     original = venv_probe.read_text()
     edited = original.replace('probe="venv"', 'probe="VENV"')
-    assert edited != original and len(edited) == len(original)
+    assert edited != original
+    assert len(edited) == len(original)
     stamp = venv_probe.stat().st_mtime_ns
     venv_probe.write_text(edited)
     os.utime(venv_probe, ns=(stamp, stamp))
