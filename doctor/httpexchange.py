@@ -154,7 +154,7 @@ class _ProbeConnection(HTTPConnection):
     """A urllib3 connection that measures headers and uses a connected socket.
 
     The probe connects first, with the socket module alone, so that an
-    address nobody listens on is classified without importing requests.
+    address with no listener is classified without importing requests.
     The pool hands that socket to its one connection, which never connects
     again.
     """

@@ -124,7 +124,7 @@ class ToolConfig:
 def merge_options(given: dict, tool: ToolConfig | None) -> dict:
     """Take each option from ``given``, else from ``tool``, else from DEFAULTS.
 
-    ``given`` holds the command line's values, None where an option was not
+    ``given`` contains the command line's values, None where an option was not
     given.
     """
     chosen = {}
